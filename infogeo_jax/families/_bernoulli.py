@@ -1,0 +1,82 @@
+"""The Bernoulli family in logit coordinates."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._family import AbstractExponentialFamily
+from .._misc import as_point
+
+
+class Bernoulli(AbstractExponentialFamily):
+    r"""Bernoulli distributions :math:`p(x) = \mu^x (1-\mu)^{1-x}`, :math:`x \in \{0, 1\}`.
+
+    Natural coordinates: :math:`\theta = (\log\frac{\mu}{1-\mu})` (the logit), shape ``(1,)``;
+    :math:`T(x) = (x)`, :math:`h(x) = 1`, :math:`A(\theta) = \log(1 + e^\theta)` (computed as
+    ``logaddexp(0, theta)``). Natural domain: all of R; mean domain: (0, 1).
+    Fisher information :math:`\mu(1-\mu)` in theta, :math:`1/(\mu(1-\mu))` in mu.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> fam = Bernoulli()
+        >>> theta = fam.from_usual(0.25)
+        >>> float(fam.fisher_information(theta)[0, 0])  # 0.25 * 0.75
+        0.1875
+    """
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    def log_partition(self, theta: PointLike) -> Scalar:
+        theta = self.check_point(theta)
+        return self._raw_log_partition(theta)
+
+    def _raw_log_partition(self, theta: Point) -> Scalar:
+        return jnp.logaddexp(0.0, theta[0])
+
+    def sufficient_statistic(self, x: Sample) -> Point:
+        return jnp.reshape(jnp.asarray(x, dtype=jnp.result_type(float)), (1,))
+
+    def log_base_measure(self, x: Sample) -> Scalar:
+        return jnp.zeros((), jnp.result_type(float))
+
+    def in_mean_domain(self, eta: Point) -> Scalar:
+        return jnp.all((eta > 0) & (eta < 1))
+
+    # closed-form overrides (checked against autodiff in the tests)
+    def fisher_information(self, theta: PointLike) -> Metric:
+        theta = self.check_point(theta)
+        mu = jax.nn.sigmoid(theta[0])
+        return jnp.reshape(mu * (1 - mu), (1, 1))
+
+    def mean_parameters(self, theta: PointLike) -> Point:
+        return jax.nn.sigmoid(self.check_point(theta))
+
+    def natural_parameters(self, eta: PointLike, **kwargs) -> Point:
+        """Closed form: the logit of eta (the Newton options are accepted and ignored)."""
+        eta = as_point(eta, 1, "eta")
+        eta = self._check_mean(eta)
+        return jnp.log(eta) - jnp.log1p(-eta)
+
+    def _check_mean(self, eta: Point) -> Point:
+        import equinox as eqx
+
+        return eqx.error_if(
+            eta, ~self.in_mean_domain(eta), "eta is outside the Bernoulli mean domain (0, 1)."
+        )
+
+    def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
+        theta = self.check_point(theta)
+        return jax.random.bernoulli(key, jax.nn.sigmoid(theta[0]), shape).astype(theta.dtype)
+
+    def from_usual(self, mean: float | Array) -> Point:
+        """Natural parameters from the success probability ``mean`` in (0, 1)."""
+        mean = jnp.asarray(mean, dtype=jnp.result_type(float))
+        return self.natural_parameters(jnp.reshape(mean, (1,)))
+
+    def to_usual(self, theta: PointLike) -> Array:
+        """The success probability ``mean`` from natural parameters."""
+        return self.mean_parameters(theta)[0]

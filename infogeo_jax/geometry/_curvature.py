@@ -1,0 +1,131 @@
+r"""Alpha-connections and curvature of a statistical manifold, from (g, T) by autodiff.
+
+Index conventions (fixed by DESIGN.md):
+
+- ``christoffel_first_kind[i, j, k]``
+  :math:`= \Gamma^{(\alpha)}_{ij,k} = g(\nabla_i \partial_j, \partial_k)`
+- ``christoffel_symbols[k, i, j]`` :math:`= \Gamma^{(\alpha)k}_{ij}` (upper index first)
+- ``riemann_tensor[l, i, j, k]``
+  :math:`= R^l{}_{ijk} = \partial_j \Gamma^l_{ki} - \partial_k \Gamma^l_{ji}
+  + \Gamma^l_{jm}\Gamma^m_{ki} - \Gamma^l_{km}\Gamma^m_{ji}`
+- ``ricci_tensor[i, k]`` :math:`= R^l{}_{ilk}`, ``scalar_curvature`` :math:`= g^{ik} R_{ik}`.
+
+With these signs a sphere of radius r has scalar curvature :math:`2/r^2`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Metric, Point, Scalar, ScalarLike, Tangent, Tensor3, Tensor4
+from .._misc import inverse_metric, solve_metric
+
+MetricFn = Callable[[Point], Metric]
+SkewnessFn = Callable[[Point], Tensor3]
+
+
+def levi_civita_first_kind(metric: MetricFn, theta: Point) -> Tensor3:
+    r"""Levi-Civita symbols of the first kind, ``[i, j, k]`` :math:`= \Gamma^{(0)}_{ij,k}`.
+
+    .. math::
+        \Gamma^{(0)}_{ij,k} = \tfrac12(\partial_i g_{jk} + \partial_j g_{ik} - \partial_k g_{ij}).
+    """
+    dg = jax.jacfwd(metric)(theta)  # dg[a, b, c] = d_c g_ab
+    return 0.5 * (
+        jnp.einsum("jki->ijk", dg) + jnp.einsum("ikj->ijk", dg) - dg
+    )
+
+
+def christoffel_first_kind(
+    metric: MetricFn, skewness: SkewnessFn | None, theta: Point, alpha: ScalarLike
+) -> Tensor3:
+    r"""Amari alpha-connection symbols of the first kind, ``[i, j, k]``.
+
+    .. math::
+        \Gamma^{(\alpha)}_{ij,k} = \Gamma^{(0)}_{ij,k} - \tfrac{\alpha}{2} T_{ijk}.
+    """
+    gamma0 = levi_civita_first_kind(metric, theta)
+    if skewness is None:
+        return gamma0
+    return gamma0 - 0.5 * alpha * skewness(theta)
+
+
+def raise_first_kind(g: Metric, gamma_first: Tensor3) -> Tensor3:
+    r"""Raise the last index: ``out[k, i, j]`` :math:`= g^{kl} \Gamma_{ij,l}`."""
+    d = g.shape[0]
+    rhs = jnp.moveaxis(gamma_first, -1, 0).reshape(d, d * d)
+    return solve_metric(g, rhs).reshape(d, d, d)
+
+
+def riemann_from_christoffel(
+    christoffel: Callable[[Point], Tensor3], theta: Point
+) -> Tensor4:
+    r"""Riemann tensor ``[l, i, j, k]`` from a Christoffel-symbol function ``[k, i, j]``.
+
+    .. math::
+        R^l{}_{ijk} = \partial_j \Gamma^l_{ki} - \partial_k \Gamma^l_{ji}
+        + \Gamma^l_{jm}\Gamma^m_{ki} - \Gamma^l_{km}\Gamma^m_{ji}.
+    """
+    gamma, dgamma = _value_and_jacfwd(christoffel, theta)  # dgamma[l, i, j, m] = d_m G^l_ij
+    return (
+        jnp.einsum("lkij->lijk", dgamma)
+        - jnp.einsum("ljik->lijk", dgamma)
+        + jnp.einsum("ljm,mki->lijk", gamma, gamma)
+        - jnp.einsum("lkm,mji->lijk", gamma, gamma)
+    )
+
+
+def _value_and_jacfwd(fn, x):
+    """Value and forward-mode Jacobian in one pass (Jacobian axis appended last)."""
+
+    def pushfwd(v):
+        return jax.jvp(fn, (x,), (v,))
+
+    basis = jnp.eye(x.shape[0], dtype=x.dtype)
+    values, columns = jax.vmap(pushfwd, out_axes=(None, -1))(basis)
+    return values, columns
+
+
+def ricci_from_riemann(riemann: Tensor4) -> Metric:
+    r"""Ricci tensor ``[i, k]`` :math:`= R^l{}_{ilk}`."""
+    return jnp.einsum("lilk->ik", riemann)
+
+
+def scalar_from_ricci(g: Metric, ricci: Metric) -> Scalar:
+    r"""Scalar curvature :math:`g^{ik} R_{ik}`."""
+    return jnp.trace(solve_metric(g, ricci))
+
+
+def sectional_from_riemann(g: Metric, riemann: Tensor4, u: Tangent, v: Tangent) -> Scalar:
+    r"""Sectional curvature of the plane spanned by ``u`` and ``v``.
+
+    .. math::
+        K(u, v) = \frac{g_{la} u^a R^l{}_{ijk} v^i u^j v^k}{g(u,u) g(v,v) - g(u,v)^2}.
+    """
+    numerator = jnp.einsum("la,a,lijk,i,j,k->", g, u, riemann, v, u, v)
+    guu = u @ g @ u
+    gvv = v @ g @ v
+    guv = u @ g @ v
+    return numerator / (guu * gvv - guv**2)
+
+
+def exponential_family_riemann(g: Metric, t: Tensor3, alpha: ScalarLike) -> Tensor4:
+    r"""Closed-form alpha-curvature of an exponential family in natural coordinates.
+
+    With :math:`\Gamma^{(\alpha)}_{ij,k} = \frac{1-\alpha}{2} T_{ijk}` the fourth derivatives of
+    the log-partition cancel, leaving (Amari & Nagaoka 2000, Sec. 2.3; Amari 2016, Sec. 6.2)
+
+    .. math::
+        R_{nijk} = \frac{1-\alpha^2}{4}\left(T_{nkm} g^{mb} T_{jib} - T_{njm} g^{mb} T_{kib}\right),
+        \qquad R^l{}_{ijk} = g^{ln} R_{nijk}.
+
+    It vanishes for alpha = +1 and alpha = -1 (the manifold is dually flat).
+    """
+    ginv = inverse_metric(g)
+    p = jnp.einsum("xym,mb,zwb->xyzw", t, ginv, t)  # p[x, y, z, w] = T_xym g^mb T_zwb
+    lowered = jnp.einsum("nkji->nijk", p) - jnp.einsum("njki->nijk", p)
+    alpha = jnp.asarray(alpha, g.dtype)
+    return 0.25 * (1.0 - alpha**2) * jnp.einsum("ln,nijk->lijk", ginv, lowered)
