@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
+from ._common import check_mean, sphere_distance
 
 
 class Bernoulli(AbstractExponentialFamily):
@@ -62,11 +63,17 @@ class Bernoulli(AbstractExponentialFamily):
         return jnp.log(eta) - jnp.log1p(-eta)
 
     def _check_mean(self, eta: Point) -> Point:
-        import equinox as eqx
+        return check_mean(eta, self.in_mean_domain(eta), "Bernoulli", "0 < eta < 1")
 
-        return eqx.error_if(
-            eta, ~self.in_mean_domain(eta), "eta is outside the Bernoulli mean domain (0, 1)."
-        )
+    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
+        r"""Closed-form Fisher-Rao distance.
+
+        :math:`2\arccos(\sqrt{p_0 p_1} + \sqrt{(1-p_0)(1-p_1)})` (Rao 1945).
+        """
+        p0 = jax.nn.sigmoid(self.check_point(theta_0)[0])
+        p1 = jax.nn.sigmoid(self.check_point(theta_1)[0])
+        root = lambda p: jnp.sqrt(jnp.stack([p, 1.0 - p]))
+        return sphere_distance(root(p0), root(p1))
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         theta = self.check_point(theta)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
-from .._misc import as_point
+from .._misc import as_point, safe_sqrt
 
 
 class Normal(AbstractExponentialFamily):
@@ -73,6 +73,26 @@ class Normal(AbstractExponentialFamily):
         )
         var = eta[1] - eta[0] ** 2
         return jnp.stack([eta[0] / var, -0.5 / var])
+
+    def _initial_natural_parameters(self, eta: Point) -> Point:
+        return jnp.array([0.0, -0.5], eta.dtype)
+
+    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
+        r"""Closed-form Fisher-Rao distance.
+
+        .. math::
+            d = 2\sqrt2\,\mathrm{artanh}\sqrt{\frac{(\mu_0-\mu_1)^2/2 + (\sigma_0-\sigma_1)^2}
+            {(\mu_0-\mu_1)^2/2 + (\sigma_0+\sigma_1)^2}}.
+
+        References:
+            Costa, Santos & Strapasson, *Fisher information distance: a geometrical reading*,
+            Discrete Applied Mathematics 197 (2015), Eq. (7).
+        """
+        m0, s0 = self.to_usual(theta_0)
+        m1, s1 = self.to_usual(theta_1)
+        half_dmu2 = 0.5 * (m0 - m1) ** 2
+        ratio = (half_dmu2 + (s0 - s1) ** 2) / (half_dmu2 + (s0 + s1) ** 2)
+        return 2.0 * jnp.sqrt(2.0) * jnp.arctanh(safe_sqrt(ratio))
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         mean, std = self.to_usual(theta)

@@ -1,0 +1,102 @@
+"""The categorical family on k classes."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._family import AbstractExponentialFamily
+from .._misc import as_point
+from ._common import as_float, check_mean, sphere_distance
+
+
+class Categorical(AbstractExponentialFamily):
+    r"""Categorical distributions on classes :math:`\{0, \dots, k-1\}` with probabilities p.
+
+    Natural coordinates: the k-1 logits against the last class,
+    :math:`\theta_i = \log(p_i / p_{k-1})`, shape ``(k-1,)``; :math:`T(x)_i = [x = i]` for
+    ``i < k-1``; :math:`h = 1`; :math:`A(\theta) = \log(1 + \sum_i e^{\theta_i})` (a
+    ``logsumexp``). Expectation parameters :math:`\eta = (p_0, \dots, p_{k-2})`, mean domain
+    :math:`\eta_i > 0`, :math:`\sum_i \eta_i < 1`. The Fisher metric is that of a sphere of
+    radius 2 (through :math:`p \mapsto 2\sqrt{p}`); Fisher-Rao distance
+    :math:`2\arccos\sum_i\sqrt{p_i q_i}`.
+
+    Args:
+        num_classes: k >= 2 (static).
+    """
+
+    num_classes: int = eqx.field(static=True)
+
+    def __init__(self, num_classes: int):
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes}.")
+        self.num_classes = int(num_classes)
+
+    @property
+    def dim(self) -> int:
+        return self.num_classes - 1
+
+    def _full_logits(self, theta: Point) -> Array:
+        return jnp.concatenate([theta, jnp.zeros((1,), theta.dtype)])
+
+    def log_partition(self, theta: PointLike) -> Scalar:
+        return self._raw_log_partition(self.check_point(theta))
+
+    def _raw_log_partition(self, theta: Point) -> Scalar:
+        return jax.nn.logsumexp(self._full_logits(theta))
+
+    def in_mean_domain(self, eta: Point) -> Scalar:
+        return jnp.all(jnp.isfinite(eta) & (eta > 0)) & (jnp.sum(eta) < 1)
+
+    def sufficient_statistic(self, x: Sample) -> Point:
+        """One-hot encoding of the class label ``x`` without the last class."""
+        x = jnp.asarray(x)
+        return (jnp.arange(self.num_classes - 1) == x).astype(jnp.result_type(float))
+
+    def log_base_measure(self, x: Sample) -> Scalar:
+        return jnp.zeros((), jnp.result_type(float))
+
+    def probabilities(self, theta: PointLike) -> Array:
+        """All k class probabilities, shape ``(k,)``."""
+        return jax.nn.softmax(self._full_logits(self.check_point(theta)))
+
+    def mean_parameters(self, theta: PointLike) -> Point:
+        return self.probabilities(theta)[:-1]
+
+    def natural_parameters(self, eta: PointLike, **kwargs) -> Point:
+        r"""Closed form :math:`\theta_i = \log\eta_i - \log(1 - \sum_j\eta_j)`."""
+        eta = as_point(eta, self.dim, "eta")
+        eta = check_mean(
+            eta, self.in_mean_domain(eta), "Categorical", "eta > 0 and sum(eta) < 1"
+        )
+        return jnp.log(eta) - jnp.log1p(-jnp.sum(eta))
+
+    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
+        r"""Closed-form Fisher-Rao distance :math:`2\arccos\sum_i\sqrt{p_i q_i}`.
+
+        References:
+            Rao (1945); Amari & Nagaoka (2000), Sec. 2.5 (the simplex as a sphere of radius 2).
+        """
+        log_p = jax.nn.log_softmax(self._full_logits(self.check_point(theta_0)))
+        log_q = jax.nn.log_softmax(self._full_logits(self.check_point(theta_1)))
+        return sphere_distance(jnp.exp(0.5 * log_p), jnp.exp(0.5 * log_q))
+
+    def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
+        """Class labels (integers) with leading axes ``shape``."""
+        theta = self.check_point(theta)
+        return jax.random.categorical(key, self._full_logits(theta), shape=shape)
+
+    def from_usual(self, probabilities: Array) -> Point:
+        """Natural parameters from the k class probabilities (positive, summing to one)."""
+        p = as_float(probabilities)
+        if p.shape != (self.num_classes,):
+            raise ValueError(
+                f"`probabilities` must have shape ({self.num_classes},), got {p.shape}."
+            )
+        return jnp.log(p[:-1]) - jnp.log(p[-1])
+
+    def to_usual(self, theta: PointLike) -> Array:
+        """The k class probabilities."""
+        return self.probabilities(theta)

@@ -1,0 +1,66 @@
+"""The Poisson family."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._family import AbstractExponentialFamily
+from .._misc import as_point
+from ._common import as_float, check_mean
+
+
+class Poisson(AbstractExponentialFamily):
+    r"""Poisson distributions :math:`p(x) = \lambda^x e^{-\lambda} / x!`, :math:`x = 0, 1, \dots`.
+
+    Natural coordinates :math:`\theta = (\log\lambda)`, shape ``(1,)``; :math:`T(x) = (x)`,
+    :math:`\log h(x) = -\log x!`, :math:`A(\theta) = e^\theta`. Natural domain R; mean domain
+    :math:`\eta = \lambda > 0`. Fisher information :math:`\lambda` in theta, :math:`1/\lambda` in
+    lambda; Fisher-Rao distance :math:`2|\sqrt{\lambda_1} - \sqrt{\lambda_0}|`.
+    """
+
+    @property
+    def dim(self) -> int:
+        return 1
+
+    def log_partition(self, theta: PointLike) -> Scalar:
+        return self._raw_log_partition(self.check_point(theta))
+
+    def _raw_log_partition(self, theta: Point) -> Scalar:
+        return jnp.exp(theta[0])
+
+    def in_mean_domain(self, eta: Point) -> Scalar:
+        return jnp.all(jnp.isfinite(eta) & (eta > 0))
+
+    def sufficient_statistic(self, x: Sample) -> Point:
+        return jnp.reshape(as_float(x), (1,))
+
+    def log_base_measure(self, x: Sample) -> Scalar:
+        return -jax.scipy.special.gammaln(as_float(x) + 1.0)
+
+    def mean_parameters(self, theta: PointLike) -> Point:
+        return jnp.exp(self.check_point(theta))
+
+    def natural_parameters(self, eta: PointLike, **kwargs) -> Point:
+        r"""Closed form :math:`\theta = \log\eta` (Newton options are accepted and ignored)."""
+        eta = as_point(eta, 1, "eta")
+        return jnp.log(check_mean(eta, self.in_mean_domain(eta), "Poisson", "eta > 0"))
+
+    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
+        r"""Closed-form Fisher-Rao distance :math:`2|\sqrt{\lambda_1} - \sqrt{\lambda_0}|`."""
+        theta_0 = self.check_point(theta_0)
+        theta_1 = self.check_point(theta_1)
+        return 2.0 * jnp.abs(jnp.exp(0.5 * theta_1[0]) - jnp.exp(0.5 * theta_0[0]))
+
+    def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
+        theta = self.check_point(theta)
+        return jax.random.poisson(key, jnp.exp(theta[0]), shape).astype(theta.dtype)
+
+    def from_usual(self, rate: float | Array) -> Point:
+        r"""Natural parameters from the rate (mean) :math:`\lambda > 0`."""
+        return jnp.reshape(jnp.log(as_float(rate)), (1,))
+
+    def to_usual(self, theta: PointLike) -> Array:
+        r"""The rate :math:`\lambda`."""
+        return jnp.exp(self.check_point(theta)[0])
