@@ -18,9 +18,35 @@ from ._manifold import (
 )
 
 # --- statistical models (issue 3) --------------------------------------------------------------
+from ._expectation import (
+    AbstractExpectation as AbstractExpectation,
+    AbstractQuadratureRule as AbstractQuadratureRule,
+    FiniteSupport as FiniteSupport,
+    MonteCarlo as MonteCarlo,
+    Quadrature as Quadrature,
+    TensorProduct as TensorProduct,
+)
+from ._model import StatisticalModel as StatisticalModel
 
 # --- optimizers (issue 5) ----------------------------------------------------------------------
+# isort: split
+from . import optim as optim
 
 # --- projections and EM (issue 6) --------------------------------------------------------------
+# isort: split
+from ._em import (
+    EMResult as EMResult,
+    Mixture as Mixture,
+    em as em,
+    init_mixture as init_mixture,
+)
+from ._projection import (
+    RESULTS as RESULTS,
+    ProjectionResult as ProjectionResult,
+    e_projection as e_projection,
+    e_projection_affine as e_projection_affine,
+    m_projection as m_projection,
+    m_projection_affine as m_projection_affine,
+)
 
 __version__ = "0.1.0"

@@ -40,7 +40,15 @@ from ._custom_types import (
     Tensor4,
 )
 from ._manifold import AbstractStatisticalManifold
-from ._misc import as_point, check_domain, safe_sqrt, solve_metric
+from ._misc import (
+    as_point,
+    check_domain,
+    directional_derivatives,
+    exprel,
+    inverse_metric,
+    safe_sqrt,
+    solve_metric,
+)
 from .geometry import _curvature
 
 
@@ -182,60 +190,57 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
 
         Solves :math:`\nabla A(\theta) = \eta`, i.e. minimizes the convex function
         :math:`A(\theta) - \langle \theta, \eta \rangle`, by Newton's method with a backtracking
-        (Armijo) line search that keeps every iterate inside the natural domain. Derivatives
-        with respect to ``eta`` (and any array in the family) come from the implicit function
-        theorem, :math:`d\theta = g(\theta)^{-1} d\eta`, at every order.
+        (Armijo) line search that keeps every iterate inside the natural domain, followed by up
+        to three undamped polishing steps. The solve has converged when the Newton decrement
+        (the Fisher length of the remaining Newton step, an affine-invariant error measure)
+
+        .. math::
+            \lambda(\theta) = \sqrt{r^\top g(\theta)^{-1} r}, \qquad r = \nabla A(\theta) - \eta,
+
+        satisfies :math:`\lambda \le \mathrm{atol} + \mathrm{rtol}\,
+        \sqrt{|\eta|^\top |g^{-1}| |\eta|}` (the second term is the scale of rounding errors in
+        :math:`\nabla A`). Derivatives with respect to ``eta`` and to any array in the family
+        (module fields or arrays closed over by ``log_partition``) come from the implicit
+        function theorem, :math:`d\theta = g(\theta)^{-1}(d\eta - \partial\nabla A)`, at every
+        order (``jax.grad``, ``jax.jacfwd``, ``jax.hessian`` all work).
 
         Args:
             eta: expectation parameters, shape ``(dim,)``, in the interior of the mean domain.
             initial_theta: starting point inside the natural domain (default: the family's).
-            max_steps: maximum number of Newton steps.
-            rtol: relative tolerance of the convergence test
-                :math:`|\nabla A(\theta) - \eta| \le \mathrm{atol} + \mathrm{rtol}|\eta|`
-                elementwise (default 1e-10 in float64, 1e-5 in float32).
-            atol: absolute tolerance of the same test (same default).
+            max_steps: maximum number of damped Newton steps.
+            rtol: relative tolerance (default 1e-13 in float64, 1e-5 in float32).
+            atol: absolute tolerance on the decrement (default 1e-10 in float64, 1e-5 in
+                float32).
             throw: raise if the solve did not converge (also under ``jit``). With
-                ``throw=False`` the unconverged iterate is returned: check it yourself.
+                ``throw=False`` the last iterate is returned: check it yourself.
 
         Returns:
             Natural parameters :math:`\theta` with :math:`\nabla A(\theta) = \eta`.
 
         Raises:
-            equinox.EquinoxRuntimeError: if ``eta`` is outside the mean domain or Newton did not
-                converge (``throw=True``).
+            ValueError: if ``eta`` (or ``initial_theta``) does not have shape ``(dim,)``.
+            RuntimeError: (``equinox.EquinoxRuntimeError``; under ``jax.jit`` a
+                ``jax.errors.JaxRuntimeError`` carrying the same message) if ``eta`` is outside
+                the mean domain, the starting point is outside the natural domain, or Newton
+                did not converge (``throw=True``).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> poisson = ExponentialFamily(lambda th: jnp.exp(th[0]))
+            >>> float(poisson.natural_parameters(jnp.array([1.0]))[0])  # log(1)
+            0.0
         """
         eta = as_point(eta, self.dim, "eta")
-        eta = check_domain(
-            eta,
-            self.in_mean_domain(eta),
-            f"eta is outside the mean domain of {type(self).__name__}.",
-        )
         if initial_theta is None:
-            theta0 = self._initial_natural_parameters(eta)
+            theta0 = None
         else:
             theta0 = as_point(initial_theta, eta.shape[0], "initial_theta").astype(eta.dtype)
-        theta0 = eqx.error_if(
-            theta0,
-            jnp.logical_not(self.in_domain(theta0)),
-            "natural_parameters: the Newton starting point is outside the natural domain of "
-            f"{type(self).__name__}; pass `initial_theta=` (a point inside the domain).",
-        )
-        tol = _default_tolerance(eta.dtype)
-        rtol = tol if rtol is None else rtol
-        atol = tol if atol is None else atol
-        theta = _solve_legendre(self, eta, theta0, max_steps, rtol, atol)
-        if throw:
-            residual = jax.grad(self._raw_log_partition)(theta) - eta
-            converged = jnp.all(jnp.abs(residual) <= 10 * (atol + rtol * jnp.abs(eta)))
-            converged = jnp.logical_and(converged, jnp.all(jnp.isfinite(theta)))
-            theta = eqx.error_if(
-                theta,
-                jnp.logical_not(converged),
-                "natural_parameters: the Newton inverse of grad A did not converge; eta may be "
-                "outside (or on the boundary of) the mean domain. Pass `initial_theta`, raise "
-                "`max_steps`, or use throw=False to inspect the iterate.",
-            )
-        return theta
+        if not isinstance(max_steps, int) or max_steps < 0:
+            raise ValueError(f"`max_steps` must be a non-negative int, got {max_steps!r}.")
+        default_rtol, default_atol = _solver_tolerances(eta.dtype)
+        rtol = default_rtol if rtol is None else float(rtol)
+        atol = default_atol if atol is None else float(atol)
+        return _natural_parameters(self, eta, theta0, max_steps, rtol, atol, bool(throw))
 
     def dual_potential(self, eta: PointLike, **solve_kwargs: Any) -> Scalar:
         r"""Dual potential (negative entropy up to the base measure).
@@ -244,44 +249,124 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             A^*(\eta) = \langle \theta, \eta \rangle - A(\theta),
             \quad \theta = (\nabla A)^{-1}(\eta),
 
-        so that :math:`\nabla A^* = \theta` and :math:`\nabla^2 A^* = g(\theta)^{-1}`.
+        so that :math:`\nabla A^* = \theta` and :math:`\nabla^2 A^* = g(\theta)^{-1}`; the
+        Legendre dual of A. ``solve_kwargs`` go to :meth:`natural_parameters`.
+
+        Raises:
+            ValueError: if ``eta`` does not have shape ``(dim,)``.
+            RuntimeError: if ``eta`` is outside the mean domain (see :meth:`natural_parameters`).
+
+        References:
+            Amari & Nagaoka (2000), Sec. 3.3, Eq. (3.35).
         """
+        eta = as_point(eta, self.dim, "eta")
         theta = self.natural_parameters(eta, **solve_kwargs)
-        eta = jnp.asarray(eta, theta.dtype)
-        return theta @ eta - self._raw_log_partition(theta)
+        return theta @ eta.astype(theta.dtype) - self._raw_log_partition(theta)
 
     # ------------------------------------------------------------------ densities
+    def _statistic(self, x: Sample, dim: int) -> Point:
+        stat = jnp.asarray(self.sufficient_statistic(x))
+        if stat.shape != (dim,):
+            raise ValueError(
+                f"`sufficient_statistic(x)` returned shape {stat.shape}, expected ({dim},): pass "
+                "one unbatched sample x (batch with jax.vmap)."
+            )
+        return stat
+
     def log_prob(self, theta: PointLike, x: Sample) -> Scalar:
-        r"""Log-density :math:`\langle\theta, T(x)\rangle - A(\theta) + \log h(x)` of one ``x``."""
+        r"""Log-density of one outcome ``x``.
+
+        .. math::
+            \log p(x \mid \theta) = \langle\theta, T(x)\rangle - A(\theta) + \log h(x).
+
+        Args:
+            theta: natural parameters, shape ``(dim,)``.
+            x: one outcome (a scalar or an array, as the family defines it); batch with
+                ``jax.vmap``.
+
+        Returns:
+            The scalar log-density (log-mass for discrete families).
+
+        Raises:
+            ValueError: if ``theta`` or ``T(x)`` does not have shape ``(dim,)``.
+            RuntimeError: if ``theta`` is outside the natural domain.
+            NotImplementedError: if the family has no sufficient statistic / base measure.
+        """
         theta = self.check_point(theta)
-        return (
-            theta @ self.sufficient_statistic(x)
-            - self._raw_log_partition(theta)
-            + self.log_base_measure(x)
-        )
+        stat = self._statistic(x, theta.shape[0]).astype(theta.dtype)
+        return theta @ stat - self._raw_log_partition(theta) + self.log_base_measure(x)
 
     def maximum_likelihood(self, data: Array, **solve_kwargs: Any) -> Point:
         r"""Maximum-likelihood natural parameters from i.i.d. samples (leading axis = samples).
 
-        :math:`\hat\eta = \frac1n \sum_i T(x_i)`, :math:`\hat\theta = (\nabla A)^{-1}(\hat\eta)`.
-        Raises if :math:`\hat\eta` is on the boundary of the mean domain (the MLE does not exist,
-        e.g. all-zero Bernoulli data).
+        .. math::
+            \hat\eta = \frac1n \sum_{i=1}^n T(x_i), \qquad
+            \hat\theta = (\nabla A)^{-1}(\hat\eta).
+
+        Args:
+            data: samples stacked along the leading axis (a pytree of such arrays is accepted).
+            **solve_kwargs: options of :meth:`natural_parameters`.
+
+        Returns:
+            :math:`\hat\theta`, shape ``(dim,)``.
+
+        Raises:
+            ValueError: if ``data`` has no leading sample axis or no samples.
+            RuntimeError: if :math:`\hat\eta` is on the boundary of the mean domain (the MLE
+                does not exist, e.g. all-zero Bernoulli data).
+
+        References:
+            Barndorff-Nielsen, *Information and Exponential Families* (1978), Sec. 9.3.
         """
-        eta_hat = jnp.mean(jax.vmap(self.sufficient_statistic)(data), axis=0)
-        return self.natural_parameters(eta_hat, **solve_kwargs)
+        if isinstance(data, list):
+            data = jnp.asarray(data)
+        leaves = jax.tree_util.tree_leaves(data)
+        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) > 0 else None for leaf in leaves}
+        if not leaves or None in sizes or len(sizes) != 1 or 0 in sizes:
+            raise ValueError(
+                "`data` must hold at least one sample stacked along a leading axis (shape "
+                f"(n, ...), n >= 1), got {jax.tree_util.tree_map(jnp.shape, data)}."
+            )
+        stats = jax.vmap(self.sufficient_statistic)(data)
+        if stats.ndim != 2 or (self.dim is not None and stats.shape[1] != self.dim):
+            raise ValueError(
+                f"`sufficient_statistic` gave shape {stats.shape[1:]} per sample, expected "
+                f"({self.dim},)."
+            )
+        return self.natural_parameters(jnp.mean(stats, axis=0), **solve_kwargs)
 
     # ------------------------------------------------------------------ geodesics (flat)
     def e_geodesic(self, theta_0: PointLike, theta_1: PointLike, t: ScalarLike) -> Point:
         r"""The e-geodesic (alpha = +1): a straight line in natural parameters.
 
         :math:`\theta(t) = (1 - t)\theta_0 + t\theta_1`; its densities are the normalized
-        geometric mixtures :math:`p_0^{1-t} p_1^t`.
+        geometric mixtures :math:`p_0^{1-t} p_1^t`. For t in [0, 1] it stays in the (convex)
+        natural domain; outside it extrapolates and may leave the domain.
+
+        Args:
+            theta_0: natural parameters at t = 0, shape ``(dim,)``.
+            theta_1: natural parameters at t = 1, shape ``(dim,)``.
+            t: a scalar time (batch with ``jax.vmap``).
+
+        Returns:
+            :math:`\theta(t)`, shape ``(dim,)``.
+
+        Raises:
+            ValueError: on shape errors.
+            RuntimeError: if an endpoint or :math:`\theta(t)` is outside the natural domain.
+
+        References:
+            Amari & Nagaoka (2000), Sec. 3.3 (e-flatness of exponential families).
         """
-        theta_0 = self.check_point(theta_0)
-        theta_1 = as_point(theta_1, theta_0.shape[0], "theta_1")
-        theta_1 = self.check_point(theta_1)
-        t = jnp.asarray(t, theta_0.dtype)
-        return (1.0 - t) * theta_0 + t * theta_1
+        theta_0, theta_1 = self._prepare_pair(theta_0, theta_1, ("theta_0", "theta_1"))
+        t = _as_scalar(t, theta_0.dtype, "t")
+        theta_t = (1.0 - t) * theta_0 + t * theta_1
+        return check_domain(
+            theta_t,
+            self.in_domain(theta_t),
+            f"e_geodesic: theta(t) leaves the natural domain of {type(self).__name__} (t "
+            "outside [0, 1] extrapolates).",
+        )
 
     def m_geodesic(
         self, theta_0: PointLike, theta_1: PointLike, t: ScalarLike, **solve_kwargs: Any
@@ -289,8 +374,28 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         r"""The m-geodesic (alpha = -1): a straight line in expectation parameters.
 
         :math:`\eta(t) = (1 - t)\eta_0 + t\eta_1`, returned as natural parameters
-        :math:`\theta(t) = (\nabla A)^{-1}(\eta(t))`.
+        :math:`\theta(t) = (\nabla A)^{-1}(\eta(t))`; its densities are the mixtures
+        :math:`(1-t)p_0 + tp_1` projected (moment-matched) onto the family.
+
+        Args:
+            theta_0: natural parameters at t = 0, shape ``(dim,)``.
+            theta_1: natural parameters at t = 1, shape ``(dim,)``.
+            t: a scalar time (batch with ``jax.vmap``).
+            **solve_kwargs: options of :meth:`natural_parameters`.
+
+        Returns:
+            :math:`\theta(t)`, shape ``(dim,)``.
+
+        Raises:
+            ValueError: on shape errors.
+            RuntimeError: if an endpoint is outside the natural domain, or :math:`\eta(t)`
+                outside the mean domain (t outside [0, 1] extrapolates).
+
+        References:
+            Amari & Nagaoka (2000), Sec. 3.3 (m-flatness of exponential families).
         """
+        theta_0, theta_1 = self._prepare_pair(theta_0, theta_1, ("theta_0", "theta_1"))
+        t = _as_scalar(t, theta_0.dtype, "t")
         eta_0 = self.mean_parameters(theta_0)
         eta_1 = self.mean_parameters(theta_1)
         return self.natural_parameters((1.0 - t) * eta_0 + t * eta_1, **solve_kwargs)
@@ -309,38 +414,60 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             p: natural parameters of the first argument (the expectation is under p).
             q: natural parameters of the second argument.
         """
-        p = self.check_point(p)
-        q = self.check_point(as_point(q, p.shape[0], "q"))
+        p, q = self._prepare_pair(p, q)
         a_p, eta_p = jax.value_and_grad(self._raw_log_partition)(p)
         return self._raw_log_partition(q) - a_p - (q - p) @ eta_p
 
-    def _log_affinity(self, p: Point, q: Point, weight: ScalarLike) -> Scalar:
-        r"""Log of :math:`\int p^w q^{1-w}`, or +inf where the mixture leaves the domain."""
-        weight = jnp.asarray(weight, p.dtype)
-        mix = weight * p + (1.0 - weight) * q
-        ok = self.in_domain(mix)
-        safe_mix = jnp.where(ok, mix, p)
-        value = (
-            self._raw_log_partition(safe_mix)
-            - weight * self._raw_log_partition(p)
-            - (1.0 - weight) * self._raw_log_partition(q)
+    def _prepare_pair(
+        self, p: PointLike, q: PointLike, names: tuple[str, str] = ("p", "q")
+    ) -> tuple[Point, Point]:
+        """Validate two points of this family: shapes at trace time, domains with error_if."""
+        family = type(self).__name__
+        p = as_point(p, self.dim, names[0])
+        q = as_point(q, p.shape[0], names[1])
+        p = check_domain(
+            p, self.in_domain(p), f"{names[0]} is outside the parameter domain of {family}."
         )
-        return jnp.where(ok, value, jnp.inf)
-
-    def _log_affinity_over_weight(self, base: Point, other: Point, w: ScalarLike) -> Scalar:
-        r"""Second-order expansion of :math:`f(w)/w` for small w.
-
-        Here :math:`f(w) = \log\int p_{other}^w p_{base}^{1-w}`:
-        :math:`f(w)/w \approx -\mathrm{KL}(base\|other) + \tfrac{w}{2}\Delta^\top g(base)\Delta`.
-        """
-        delta = other - base
-        curvature = delta @ self.fisher_information(base) @ delta
-        return -self.kl_divergence(base, other) + 0.5 * w * curvature
-
-    def _prepare_pair(self, p: PointLike, q: PointLike) -> tuple[Point, Point]:
-        p = self.check_point(p)
-        q = self.check_point(as_point(q, p.shape[0], "q"))
+        q = check_domain(
+            q, self.in_domain(q), f"{names[1]} is outside the parameter domain of {family}."
+        )
         return p, q
+
+    def _log_affinity_over_weight(
+        self, base: Point, other: Point, w: ScalarLike, series: bool = True
+    ) -> tuple[Scalar, Scalar]:
+        r"""The ratio :math:`s(w) = f(w)/w` and whether the integral is finite.
+
+        Here :math:`f(w) = \log\int p_{other}^w p_{base}^{1-w}
+        = A(\theta_b + w\Delta) - A(\theta_b) - w(A(\theta_o) - A(\theta_b))`,
+        :math:`\Delta = \theta_o - \theta_b`, finite iff :math:`\theta_b + w\Delta` lies in the
+        natural domain. The direct formula loses :math:`\epsilon|A|/|w|` to cancellation as
+        :math:`w \to 0`; there the Taylor series :math:`s = -\mathrm{KL}(base\|other) +
+        \sum_{k=2}^{4} \phi^{(k)}(0) w^{k-1}/k!` in :math:`\phi(t) = A(\theta_b + t\Delta)` is
+        used instead, whichever has the smaller error estimate. Both are smooth in w, so the
+        result is accurate (to about 1e-12 relative) and differentiable through w = 0.
+        """
+        w = jnp.asarray(w, base.dtype)
+        raw_a = self._raw_log_partition
+        delta = other - base
+        mix = base + w * delta
+        ok = self.in_domain(mix)
+        safe_mix = jnp.where(ok, mix, base)
+        a_base, a_other, a_mix = raw_a(base), raw_a(other), raw_a(safe_mix)
+        is_zero = w == 0
+        safe_w = jnp.where(is_zero, 1.0, w)
+        direct = (a_mix - a_base) / safe_w - (a_other - a_base)
+        if not series:
+            return direct, ok
+        eps = jnp.finfo(base.dtype).eps
+        _, d1, d2, d3, d4 = directional_derivatives(raw_a, base, delta, 4)
+        # Rounding in A is relative to the size of its terms, not to its (possibly zero) value.
+        size = jnp.abs(a_mix) + jnp.abs(a_base) + jnp.abs(d1) + jnp.abs(d2)
+        direct_error = jnp.where(is_zero, jnp.inf, 4 * eps * size / jnp.abs(safe_w))
+        taylor = d1 - (a_other - a_base) + w * (d2 / 2 + w * (d3 / 6 + w * d4 / 24))
+        taylor_error = jnp.abs(d4 / 24 * w**3) + 4 * eps * jnp.abs(d1)
+        use_taylor = taylor_error < direct_error
+        return jnp.where(use_taylor, taylor, direct), ok
 
     def alpha_divergence(self, p: PointLike, q: PointLike, alpha: ScalarLike) -> Scalar:
         r"""Amari alpha-divergence.
@@ -353,65 +480,92 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         :math:`D_{+1}(p\|q) = \mathrm{KL}(q\|p)`, and the duality
         :math:`D_\alpha(p\|q) = D_{-\alpha}(q\|p)`. For exponential families the integral is
         :math:`\exp(A(a\theta_p + b\theta_q) - aA(\theta_p) - bA(\theta_q))`,
-        :math:`a = (1-\alpha)/2`, :math:`b = (1+\alpha)/2`. Near :math:`\alpha = \pm 1` a
-        second-order expansion replaces the 0/0 form, so the value is smooth in alpha. Returns
-        ``inf`` when the integral diverges (:math:`|\alpha| > 1` and the mixture leaves the
-        domain).
+        :math:`a = (1-\alpha)/2`, :math:`b = (1+\alpha)/2`. Writing the smaller weight
+        :math:`w = \min(a, b)` and the log-integral :math:`f = w s`, the divergence is computed
+        as :math:`-s\,\frac{e^{ws} - 1}{ws} / (1 - w)`, with no 0/0 form: it is smooth and
+        accurate through :math:`\alpha = \pm 1` (see the Taylor switch in the source), and its
+        gradients are finite there.
+
+        Args:
+            p: natural parameters of the first argument, shape ``(dim,)``.
+            q: natural parameters of the second argument, shape ``(dim,)``.
+            alpha: a real scalar (any value; :math:`|\alpha| > 1` may diverge).
+
+        Returns:
+            The non-negative scalar :math:`D_\alpha(p\|q)`; ``inf`` when the integral diverges
+            (:math:`|\alpha| > 1` and :math:`a\theta_p + b\theta_q` is outside the natural
+            domain).
+
+        Raises:
+            ValueError: on shape errors (``alpha`` must be a scalar).
+            RuntimeError: if ``p`` or ``q`` is outside the natural domain.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Normal
+            >>> fam = Normal()
+            >>> p, q = fam.from_usual(0.0, 1.0), fam.from_usual(1.0, 2.0)
+            >>> d = fam.alpha_divergence(p, q, -1.0)  # equals fam.kl_divergence(p, q)
 
         References:
             Amari, *Information Geometry and Its Applications* (2016), Eq. (3.58);
             Amari & Nagaoka (2000), Eq. (3.80).
         """
         p, q = self._prepare_pair(p, q)
-        alpha = jnp.asarray(alpha, p.dtype)
-        a = 0.5 * (1.0 - alpha)  # weight on p
-        b = 0.5 * (1.0 + alpha)  # weight on q
-        small = jnp.finfo(p.dtype).eps ** (1.0 / 3.0)
-        near_q = jnp.abs(a) < small  # alpha -> +1
-        near_p = jnp.abs(b) < small  # alpha -> -1
-        general_a = jnp.where(near_q | near_p, 0.5, a)
-        f = self._log_affinity(p, q, general_a)
-        general = -jnp.expm1(f) / (general_a * (1.0 - general_a))
-        # alpha -> +1: f = a s with base q; alpha -> -1: f = b s with base p.
-        s_q = self._log_affinity_over_weight(q, p, a)
-        s_p = self._log_affinity_over_weight(p, q, b)
-        limit_q = -(s_q + 0.5 * a * s_q**2) / b
-        limit_p = -(s_p + 0.5 * b * s_p**2) / a
-        return jnp.where(near_q, limit_q, jnp.where(near_p, limit_p, general))
+        alpha = _as_scalar(alpha, p.dtype, "alpha")
+        # Base the expansion on the point with the larger weight, so that w <= 1/2 on [-1, 1].
+        q_is_base = alpha >= 0
+        base = jnp.where(q_is_base, q, p)
+        other = jnp.where(q_is_base, p, q)
+        w = jnp.where(q_is_base, 0.5 * (1.0 - alpha), 0.5 * (1.0 + alpha))
+        s, ok = self._log_affinity_over_weight(base, other, w)
+        s = jnp.where(ok, s, 0.0)
+        return jnp.where(ok, -s * exprel(w * s) / (1.0 - w), jnp.inf)
 
     def renyi_divergence(self, p: PointLike, q: PointLike, order: ScalarLike) -> Scalar:
-        r"""Renyi divergence of the given order (> 0).
+        r"""Renyi divergence of the given order :math:`\lambda \ge 0`.
 
         .. math::
             D_\lambda(p \| q) = \frac{1}{\lambda - 1} \log \int p^\lambda q^{1-\lambda}
             = \frac{A(\lambda\theta_p + (1-\lambda)\theta_q) - \lambda A(\theta_p)
               - (1-\lambda) A(\theta_q)}{\lambda - 1},
 
-        with :math:`D_1 = \mathrm{KL}(p\|q)` (taken smoothly by a second-order expansion) and
-        ``inf`` where the integral diverges.
+        with :math:`D_1 = \mathrm{KL}(p\|q)`, taken smoothly (a Taylor expansion in
+        :math:`1 - \lambda` replaces the 0/0 form near :math:`\lambda = 1`), :math:`D_0 = 0`
+        (common support) and ``inf`` where the integral diverges (:math:`\lambda > 1` and
+        :math:`\lambda\theta_p + (1-\lambda)\theta_q` outside the natural domain).
+
+        Raises:
+            ValueError: on shape errors (``order`` must be a scalar).
+            RuntimeError: if ``order < 0`` or ``p``/``q`` is outside the natural domain.
 
         References:
-            Renyi (1961); van Erven & Harremoes, IEEE Trans. Inf. Theory 60 (2014);
-            Liese & Vajda, *Convex Statistical Distances* (1987) for exponential families.
+            Renyi (1961); van Erven & Harremoes, IEEE Trans. Inf. Theory 60 (2014), Eq. (1);
+            Liese & Vajda, *Convex Statistical Distances* (1987) for exponential families;
+            Gil, Alajaji & Linder, Information Sciences 249 (2013), Table 2 (normal case).
         """
         p, q = self._prepare_pair(p, q)
-        order = jnp.asarray(order, p.dtype)
-        b = 1.0 - order  # weight on q
-        small = jnp.finfo(p.dtype).eps ** (1.0 / 3.0)
-        near_one = jnp.abs(b) < small
-        general_order = jnp.where(near_one, 0.5, order)
-        general = self._log_affinity(p, q, general_order) / (general_order - 1.0)
-        limit = -self._log_affinity_over_weight(p, q, b)
-        return jnp.where(near_one, limit, general)
+        order = _as_scalar(order, p.dtype, "order")
+        order = eqx.error_if(
+            order, order < 0, "renyi_divergence: the order must be non-negative."
+        )
+        s, ok = self._log_affinity_over_weight(p, q, 1.0 - order)
+        return jnp.where(ok, -jnp.where(ok, s, 0.0), jnp.inf)
 
     def bhattacharyya_distance(self, p: PointLike, q: PointLike) -> Scalar:
         r"""Bhattacharyya distance :math:`-\log \int \sqrt{p q}`.
 
         For exponential families,
-        :math:`\frac{A(\theta_p) + A(\theta_q)}{2} - A(\frac{\theta_p + \theta_q}{2})`.
+        :math:`\frac{A(\theta_p) + A(\theta_q)}{2} - A(\frac{\theta_p + \theta_q}{2}) \ge 0`
+        (clipped at 0 against rounding).
+
+        References:
+            Bhattacharyya (1943); Nielsen & Boltz, IEEE Trans. Inf. Theory 57 (2011), Eq. (3)
+            for exponential families.
         """
         p, q = self._prepare_pair(p, q)
-        return -self._log_affinity(p, q, 0.5)
+        s, _ = self._log_affinity_over_weight(q, p, 0.5, series=False)
+        return jnp.maximum(-0.5 * s, 0.0)
 
     def hellinger_distance(self, p: PointLike, q: PointLike) -> Scalar:
         r"""Hellinger distance :math:`\sqrt{1 - \int \sqrt{p q}}` (in [0, 1]).
@@ -420,111 +574,216 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         finite (zero) at p = q.
         """
         p, q = self._prepare_pair(p, q)
-        return safe_sqrt(-jnp.expm1(self._log_affinity(p, q, 0.5)))
+        return safe_sqrt(-jnp.expm1(-self.bhattacharyya_distance(p, q)))
+
+    # ------------------------------------------------------------------ model view (issue 3)
+    def as_model(self, expectation: Any) -> Any:
+        r"""This family as a :class:`~infogeo_jax.StatisticalModel` (``log_prob`` as log-density).
+
+        The model computes the geometry by expectation (:math:`E[s s^\top]`,
+        :math:`E[s^{\otimes 3}]` under the rule) instead of from derivatives of A, so both
+        routes can be compared on one family. Needs :meth:`sufficient_statistic` and
+        :meth:`log_base_measure`.
+
+        Args:
+            expectation: an expectation rule (FiniteSupport, Quadrature, TensorProduct,
+                MonteCarlo) for this family's sample space.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax import FiniteSupport
+            >>> from infogeo_jax.families import Binomial
+            >>> model = Binomial(4).as_model(FiniteSupport(jnp.arange(5)))
+        """
+        from ._model import StatisticalModel
+
+        return StatisticalModel(self.log_prob, expectation, dim=self.dim, in_domain=self.in_domain)
+
+
+def _as_scalar(x: ScalarLike, dtype, name: str) -> Scalar:
+    """A scalar array of ``dtype``; ``ValueError`` (at trace time) for any other shape."""
+    x = jnp.asarray(x)
+    if x.ndim != 0:
+        raise ValueError(f"`{name}` must be a scalar, got shape {x.shape}; use jax.vmap to batch.")
+    return x.astype(dtype)
+
+
+def _solver_tolerances(dtype) -> tuple[float, float]:
+    """Default (rtol, atol) of the Newton inverse of grad A."""
+    if jnp.finfo(dtype).bits >= 64:
+        return 1e-13, 1e-10
+    return 1e-5, 1e-5
 
 
 @eqx.filter_jit
-def _solve_legendre(family, eta, theta0, max_steps, rtol, atol):
-    """Jitted once per family and settings, so eager calls do not re-trace the Newton loops."""
-    dynamic, static = eqx.partition(family, eqx.is_inexact_array)
-    return _legendre_inverse(static, max_steps, rtol, atol, dynamic, eta, theta0)
+def _natural_parameters(family, eta, theta0, max_steps, rtol, atol, throw):
+    """Validation, Newton solve and convergence check, compiled once per family and settings."""
+    name = type(family).__name__
+    eta = check_domain(eta, family.in_mean_domain(eta), f"eta is outside the mean domain of {name}.")
+    if theta0 is None:
+        theta0 = family._initial_natural_parameters(eta)
+    theta0 = jnp.asarray(theta0, eta.dtype)
+    theta0 = eqx.error_if(
+        theta0,
+        jnp.logical_not(family.in_domain(theta0)),
+        "natural_parameters: the Newton starting point is outside the natural domain of "
+        f"{name}; pass `initial_theta=` (a point inside the domain).",
+    )
+    # Closure-convert A and the domain test: arrays they close over (including tracers of an
+    # outer jax.grad) become explicit inputs, so the implicit-function JVP sees them.
+    functions = (
+        eqx.filter_closure_convert(family._raw_log_partition, theta0),
+        eqx.filter_closure_convert(family.in_domain, theta0),
+    )
+    dynamic, static = eqx.partition(functions, eqx.is_inexact_array)
+    theta = _legendre_inverse(static, max_steps, rtol, atol, dynamic, eta, theta0)
+    if throw:
+        raw_a = functions[0]
+        converged = _newton_state(raw_a, eta, theta, rtol, atol)[-1]
+        converged = jnp.logical_and(converged, family.in_domain(theta))
+        theta = eqx.error_if(
+            theta,
+            jnp.logical_not(converged),
+            f"natural_parameters: the Newton inverse of grad A for {name} did not converge; eta "
+            "may be outside (or on the boundary of) the mean domain. Pass `initial_theta`, "
+            "raise `max_steps`, or use throw=False to inspect the iterate.",
+        )
+    return theta
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
 def _legendre_inverse(static, max_steps, rtol, atol, dynamic, eta, theta0):
-    family = eqx.combine(dynamic, static)
-    return _damped_newton(family, eta, theta0, max_steps, rtol, atol)
+    raw_a, in_domain = eqx.combine(dynamic, static)
+    return _damped_newton(raw_a, in_domain, eta, theta0, max_steps, rtol, atol)
 
 
 @_legendre_inverse.defjvp
 def _legendre_inverse_jvp(static, max_steps, rtol, atol, primals, tangents):
     dynamic, eta, theta0 = primals
-    d_dynamic, d_eta, _ = tangents
+    d_dynamic, d_eta, _ = tangents  # the solution does not depend on the starting point
     theta = _legendre_inverse(static, max_steps, rtol, atol, dynamic, eta, theta0)
 
     def grad_a(dyn, th):
-        return jax.grad(eqx.combine(dyn, static)._raw_log_partition)(th)
+        return jax.grad(eqx.combine(dyn, static)[0])(th)
 
-    # Implicit function theorem on grad A(theta; dynamic) = eta.
+    # Implicit function theorem on grad A(theta; dynamic) = eta. Every operation below is
+    # differentiable again (theta goes back through this rule), so all orders work.
     _, d_grad = jax.jvp(lambda dyn: grad_a(dyn, theta), (dynamic,), (d_dynamic,))
     hess = jax.jacfwd(lambda th: grad_a(dynamic, th))(theta)
     d_theta = solve_metric(hess, d_eta - d_grad)
     return theta, d_theta
 
 
-def _damped_newton(family, eta, theta0, max_steps, rtol, atol):
+def _newton_state(raw_a, eta, theta, rtol, atol):
+    """Residual, Newton step, decrement and convergence flag at ``theta``."""
+    residual = jax.grad(raw_a)(theta) - eta
+    inverse = inverse_metric(jax.hessian(raw_a)(theta))
+    step = -inverse @ residual
+    decrement = jnp.sqrt(jnp.abs(residual @ step))
+    scale = jnp.sqrt(jnp.abs(eta) @ jnp.abs(inverse) @ jnp.abs(eta))
+    converged = jnp.logical_and(
+        jnp.all(jnp.isfinite(step)), decrement <= atol + rtol * scale
+    )
+    return residual, step, decrement, converged
+
+
+def _damped_newton(raw_a, in_domain, eta, theta0, max_steps, rtol, atol):
     """Newton on f(theta) = A(theta) - <theta, eta> with an Armijo backtracking line search."""
-    raw_a = family._raw_log_partition
 
     def objective(theta):
         value = raw_a(theta) - theta @ eta
-        ok = jnp.logical_and(family.in_domain(theta), jnp.isfinite(value))
+        ok = jnp.logical_and(in_domain(theta), jnp.isfinite(value))
         return jnp.where(ok, value, jnp.inf)
 
-    def converged(theta):
-        residual = jax.grad(raw_a)(theta) - eta
-        return jnp.all(jnp.abs(residual) <= atol + rtol * jnp.abs(eta))
-
     def cond(carry):
-        theta, step, done = carry
-        return jnp.logical_and(step < max_steps, jnp.logical_not(done))
+        _, step, done, stalled = carry
+        return (step < max_steps) & jnp.logical_not(done) & jnp.logical_not(stalled)
 
     def body(carry):
-        theta, step, _ = carry
+        theta, step, _, _ = carry
         value = objective(theta)
-        gradient = jax.grad(raw_a)(theta) - eta
-        hess = jax.hessian(raw_a)(theta)
-        direction = -solve_metric(hess, gradient)
-        # Fall back to steepest descent if the Hessian solve failed numerically.
-        direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, -gradient)
-        slope = gradient @ direction
+        residual, direction, _, _ = _newton_state(raw_a, eta, theta, rtol, atol)
+        # Steepest descent if the Hessian solve failed numerically (A not convex there).
+        direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, -residual)
+        slope = residual @ direction
+
+        def armijo(t):
+            return objective(theta + t * direction) <= value + 1e-4 * t * slope
 
         def ls_cond(ls):
             t, count = ls
-            trial = objective(theta + t * direction)
-            return jnp.logical_and(count < 60, ~(trial <= value + 1e-4 * t * slope))
+            return jnp.logical_and(count < 50, jnp.logical_not(armijo(t)))
 
         def ls_body(ls):
             t, count = ls
             return 0.5 * t, count + 1
 
         t, _ = jax.lax.while_loop(ls_cond, ls_body, (jnp.ones((), theta.dtype), 0))
-        new_theta = theta + t * direction
-        new_theta = jnp.where(jnp.isfinite(objective(new_theta)), new_theta, theta)
-        return new_theta, step + 1, converged(new_theta)
+        accepted = armijo(t)
+        new_theta = jnp.where(accepted, theta + t * direction, theta)
+        done = _newton_state(raw_a, eta, new_theta, rtol, atol)[-1]
+        # No acceptable step: rounding noise dominates the objective; the polishing below
+        # takes over.
+        return new_theta, step + 1, done, jnp.logical_not(accepted)
 
     theta0 = jnp.asarray(theta0, eta.dtype)
-    init = (theta0, jnp.asarray(0), converged(theta0))
-    theta, _, _ = jax.lax.while_loop(cond, body, init)
-    # One undamped polishing step: Newton converges quadratically, so a step taken once the
-    # residual is small brings theta to (nearly) machine precision. Kept only if it helps.
-    residual = jax.grad(raw_a)(theta) - eta
-    polished = theta - solve_metric(jax.hessian(raw_a)(theta), residual)
-    polished_residual = jax.grad(raw_a)(polished) - eta
-    better = jnp.logical_and(
-        jnp.isfinite(objective(polished)),
-        jnp.max(jnp.abs(polished_residual)) <= jnp.max(jnp.abs(residual)),
-    )
-    return jnp.where(better, polished, theta)
+    done0 = _newton_state(raw_a, eta, theta0, rtol, atol)[-1]
+    init = (theta0, jnp.asarray(0), done0, jnp.asarray(False))
+    theta, _, _, _ = jax.lax.while_loop(cond, body, init)
+
+    # Undamped polishing steps: Newton converges quadratically, so once the decrement is
+    # small each step squares it, down to rounding level. A step is kept only if it helps.
+    def polish(carry, _):
+        theta, decrement, step = carry
+        candidate = theta + step
+        _, new_step, new_decrement, _ = _newton_state(raw_a, eta, candidate, rtol, atol)
+        better = (
+            jnp.isfinite(objective(candidate))
+            & jnp.all(jnp.isfinite(new_step))
+            & (new_decrement < decrement)
+        )
+        keep = lambda new, old: jnp.where(better, new, old)
+        return (keep(candidate, theta), keep(new_decrement, decrement), keep(new_step, step)), None
+
+    _, step0, decrement0, _ = _newton_state(raw_a, eta, theta, rtol, atol)
+    decrement0 = jnp.where(jnp.isfinite(decrement0), decrement0, jnp.inf)
+    step0 = jnp.where(jnp.all(jnp.isfinite(step0)), step0, jnp.zeros_like(step0))
+    (theta, _, _), _ = jax.lax.scan(polish, (theta, decrement0, step0), None, length=3)
+    return theta
 
 
 class ExponentialFamily(AbstractExponentialFamily):
     r"""An exponential family given by its log-partition function (and optionally T, h).
 
+    Every quantity of :class:`AbstractExponentialFamily` then comes from ``log_partition`` by
+    automatic differentiation: the Fisher metric (Hessian), the skewness tensor (third
+    derivative), the expectation parameters (gradient), their Newton inverse, the dual
+    potential, the curvature, and the closed-form divergences.
+
     Args:
         log_partition: ``A(theta) -> scalar``, convex, smooth on the natural domain. Write it
             stably (``logsumexp``, ``log1p``, ``gammaln``) and return ``inf``/``nan`` outside the
-            domain (or supply ``in_domain``).
+            domain (or supply ``in_domain``). It may close over arrays; derivatives with
+            respect to them flow through every method, :meth:`natural_parameters` included.
         sufficient_statistic: optional ``T(x) -> (dim,)``, for densities, MLE and the model view.
         log_base_measure: optional ``log h(x) -> scalar`` (default 0 when T is given).
         in_domain: optional ``in_domain(theta) -> bool`` for the natural domain (default:
             ``A(theta)`` is finite).
-        dim: optional static dimension, for shape checks.
+        dim: optional static dimension, for shape checks (recommended).
         sampler: optional ``sampler(theta, key, shape) -> samples``.
+        in_mean_domain: optional ``in_mean_domain(eta) -> bool`` for the interior of the mean
+            domain (default: ``eta`` is finite; then an ``eta`` outside the mean domain is
+            reported as a Newton failure, and one on its boundary may not be detected).
+        initial_theta: optional default starting point of :meth:`natural_parameters`, inside
+            the natural domain (default: zeros, which must then be inside it).
+
+    Raises:
+        TypeError: if a function argument is not callable.
+        ValueError: if ``dim`` is not a positive int or ``initial_theta`` has the wrong shape.
 
     Example:
         >>> import jax.numpy as jnp
-        >>> bernoulli = ExponentialFamily(lambda th: jnp.logaddexp(0.0, th[0]))
+        >>> bernoulli = ExponentialFamily(lambda th: jnp.logaddexp(0.0, th[0]), dim=1)
         >>> float(bernoulli.fisher_information(jnp.array([0.0]))[0, 0])
         0.25
     """
@@ -534,6 +793,8 @@ class ExponentialFamily(AbstractExponentialFamily):
     log_base_measure_fn: Callable[[Sample], Scalar] | None = None
     in_domain_fn: Callable[[Point], Scalar] | None = None
     sampler_fn: Callable[..., Array] | None = None
+    in_mean_domain_fn: Callable[[Point], Scalar] | None = None
+    initial_theta: Array | None = None
     static_dim: int | None = eqx.field(static=True, default=None)
 
     def __init__(
@@ -545,21 +806,34 @@ class ExponentialFamily(AbstractExponentialFamily):
         *,
         dim: int | None = None,
         sampler: Callable[..., Array] | None = None,
+        in_mean_domain: Callable[[Point], Scalar] | None = None,
+        initial_theta: PointLike | None = None,
     ):
+        if not callable(log_partition):
+            raise TypeError(
+                f"`log_partition` must be a callable theta -> scalar, got "
+                f"{type(log_partition).__name__}."
+            )
         for name, fn in [
-            ("log_partition", log_partition),
             ("sufficient_statistic", sufficient_statistic),
             ("log_base_measure", log_base_measure),
             ("in_domain", in_domain),
             ("sampler", sampler),
+            ("in_mean_domain", in_mean_domain),
         ]:
             if fn is not None and not callable(fn):
                 raise TypeError(f"`{name}` must be callable (or None), got {type(fn).__name__}.")
+        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+            raise ValueError(f"`dim` must be a positive int or None, got {dim!r}.")
         self.log_partition_fn = log_partition
         self.sufficient_statistic_fn = sufficient_statistic
         self.log_base_measure_fn = log_base_measure
         self.in_domain_fn = in_domain
         self.sampler_fn = sampler
+        self.in_mean_domain_fn = in_mean_domain
+        self.initial_theta = (
+            None if initial_theta is None else as_point(initial_theta, dim, "initial_theta")
+        )
         self.static_dim = dim
 
     @property
@@ -581,8 +855,19 @@ class ExponentialFamily(AbstractExponentialFamily):
     def in_domain(self, theta: Point) -> Scalar:
         ok = super().in_domain(theta)
         if self.in_domain_fn is not None:
-            ok = jnp.logical_and(ok, self.in_domain_fn(theta))
+            ok = jnp.logical_and(ok, jnp.all(jnp.asarray(self.in_domain_fn(theta))))
         return ok
+
+    def in_mean_domain(self, eta: Point) -> Scalar:
+        ok = super().in_mean_domain(eta)
+        if self.in_mean_domain_fn is not None:
+            ok = jnp.logical_and(ok, jnp.all(jnp.asarray(self.in_mean_domain_fn(eta))))
+        return ok
+
+    def _initial_natural_parameters(self, eta: Point) -> Point:
+        if self.initial_theta is None:
+            return super()._initial_natural_parameters(eta)
+        return jnp.broadcast_to(self.initial_theta, eta.shape).astype(eta.dtype)
 
     def sufficient_statistic(self, x: Sample) -> Point:
         if self.sufficient_statistic_fn is None:
@@ -600,5 +885,3 @@ class ExponentialFamily(AbstractExponentialFamily):
         if self.sampler_fn is None:
             return super().sample(theta, key, shape)
         return self.sampler_fn(self.check_point(theta), key, shape)
-
-

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._custom_types import (
+    Array,
+    ArrayLike,
+    Float,
     Metric,
     Point,
     PointLike,
@@ -24,8 +30,12 @@ from ._custom_types import (
     Tensor3,
     Tensor4,
 )
-from ._misc import as_point, check_domain
-from .geometry import _curvature
+from ._misc import as_point, check_domain, safe_sqrt, solve_metric
+from .geometry import _curvature, _geodesic
+from .geometry._geodesic import RESULTS, GeodesicSolver, LogMapSolution
+
+if TYPE_CHECKING:
+    from ._family import AbstractExponentialFamily
 
 
 class AbstractStatisticalManifold(eqx.Module):
@@ -139,9 +149,8 @@ class AbstractStatisticalManifold(eqx.Module):
             Array of shape ``(dim, dim, dim, dim)``.
         """
         theta = self.check_point(theta)
-        return _curvature.riemann_from_christoffel(
-            lambda th: self.christoffel_symbols(th, alpha), theta
-        )
+        skew = self.skewness_tensor if self._has_skewness() else None
+        return _curvature.riemann_from_metric(self.metric, skew, theta, alpha)
 
     def ricci_tensor(self, theta: PointLike, alpha: ScalarLike = 0.0) -> Metric:
         r"""Ricci tensor ``[i, k]`` :math:`= R^l{}_{ilk}` of the alpha-connection."""
@@ -189,10 +198,383 @@ class AbstractStatisticalManifold(eqx.Module):
 
     def norm(self, theta: PointLike, v: Tangent) -> Scalar:
         r"""Norm :math:`\sqrt{g_{ij}(\theta) v^i v^j}` of a tangent vector."""
-        from ._misc import safe_sqrt
-
         return safe_sqrt(self.inner(theta, v, v))
 
+
+    # ------------------------------------------------------------------ geodesics
+    def _christoffel_contract(
+        self, theta: Point, u: Tangent, w: Tangent, alpha: ScalarLike
+    ) -> Tangent:
+        r"""Matrix-free contracted symbols :math:`\Gamma^{(\alpha)k}_{ij} u^i w^j`, ``(dim,)``.
+
+        Generic route: with one linearization of the metric,
+        :math:`\Gamma_{ij,l}u^iw^j = \frac12[(D_u g)w + (D_w g)u - \nabla(u^\top g w)]_l
+        - \frac{\alpha}{2}T(u, w, \cdot)_l`, then one Cholesky solve. Exponential families
+        use :math:`\frac{1-\alpha}{2}g^{-1}D_uD_w\nabla A` (two JVPs of :math:`\nabla A`).
+        """
+        family = _as_exponential_family(self)
+        if family is not None:
+            grad_a = jax.grad(family._raw_log_partition)
+
+            def along_w(th):
+                return jax.jvp(grad_a, (th,), (w,))[1]
+
+            t_uw = jax.jvp(along_w, (theta,), (u,))[1]
+            g = jax.hessian(family._raw_log_partition)(theta)
+            return 0.5 * (1.0 - jnp.asarray(alpha, theta.dtype)) * solve_metric(g, t_uw)
+        g, d_metric = jax.linearize(self.metric, theta)
+        dg_u = d_metric(u)
+        dg_w = dg_u if w is u else d_metric(w)
+        (grad_uw,) = jax.linear_transpose(d_metric, theta)(jnp.outer(u, w))
+        first = 0.5 * (dg_u @ w + dg_w @ u - grad_uw)
+        if self._has_skewness() and not _is_static_value(alpha, 0.0):
+            skew = self.skewness_tensor(theta)
+            first = first - 0.5 * alpha * jnp.einsum("ijk,i,j->k", skew, u, w)
+        return solve_metric(g, first)
+
+    def _initial_velocities(
+        self, theta_0: Point, theta_1: Point, alpha: ScalarLike, times: Array
+    ) -> Float[Array, "times dim"]:
+        r"""Guesses of ``log_map`` for the velocities at :math:`\theta_0 + t\Delta`, t in times.
+
+        Levi-Civita guess: the coordinate segment reparameterized to constant metric speed,
+        :math:`\dot x(t) = \Delta L / \|\Delta\|_{g(\theta_0 + t\Delta)}`, with
+        :math:`\Delta = \theta_1 - \theta_0` and L the metric length of the segment (8-node
+        Gauss-Legendre). For an exponential family it is blended, linearly in alpha, into the
+        e-geodesic velocity (:math:`\Delta`, exact at alpha = +1) and the m-geodesic direction
+        (:math:`g^{-1}(\eta_1 - \eta_0)`, exact at alpha = -1 at :math:`\theta_0`).
+        """
+        delta = theta_1 - theta_0
+        nodes, weights = np.polynomial.legendre.leggauss(8)
+        quad = jnp.asarray(0.5 * (nodes + 1.0), theta_0.dtype)
+        s = jnp.concatenate([quad, jnp.asarray(times, theta_0.dtype)])
+        points = theta_0 + s[:, None] * delta
+        inside = jax.vmap(self.in_domain)(points)
+        safe = jnp.where(inside[:, None], points, theta_0)
+        metrics = jax.vmap(self.metric)(safe)  # one batched metric evaluation
+        speeds = jnp.sqrt(jnp.maximum(jnp.einsum("i,nij,j->n", delta, metrics, delta), 0.0))
+        length = jnp.asarray(0.5 * weights, theta_0.dtype) @ speeds[:8]
+        tiny = jnp.finfo(theta_0.dtype).tiny
+        velocities = delta * (length / jnp.maximum(speeds[8:], tiny))[:, None]
+        family = _as_exponential_family(self)
+        if family is not None and not _is_static_value(alpha, 0.0):
+            grad_a = jax.grad(family._raw_log_partition)
+            d_eta = grad_a(theta_1) - grad_a(theta_0)
+            m_dir = jax.vmap(lambda g: solve_metric(g, d_eta))(metrics[8:])
+            a = jnp.clip(jnp.asarray(alpha, theta_0.dtype), -1.0, 1.0)
+            w_e, w_m = jnp.maximum(a, 0.0), jnp.maximum(-a, 0.0)
+            velocities = (1.0 - w_e - w_m) * velocities + w_e * delta + w_m * m_dir
+        return velocities
+
+    def _check_tangent(self, theta: Point, v: Tangent, name: str) -> Tangent:
+        v = as_point(v, theta.shape[0], name)
+        if v.dtype != theta.dtype:
+            v = v.astype(jnp.result_type(theta.dtype, v.dtype))
+        return eqx.error_if(
+            v, ~jnp.all(jnp.isfinite(v)), f"`{name}` must be a finite tangent vector."
+        )
+
+    def exp_map(
+        self,
+        theta: PointLike,
+        v: Tangent,
+        alpha: ScalarLike = 0.0,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Point:
+        r"""Exponential map of the alpha-connection: the alpha-geodesic at ``t = 1``.
+
+        Solves :math:`\ddot x^k + \Gamma^{(\alpha)k}_{ij}\dot x^i\dot x^j = 0`,
+        :math:`x(0) = \theta`, :math:`\dot x(0) = v` with diffrax (Dopri8 in float64, Tsit5
+        in float32, PID step-size control) and returns :math:`x(1)`. For an exponential
+        family and a Python ``alpha`` of +1 or -1 the closed forms are used: the e-geodesic is
+        :math:`\theta + v` (a straight line in natural parameters) and the m-geodesic the
+        straight line :math:`\eta + g(\theta)v` in expectation parameters. Pass ``alpha``
+        as an array to force the ODE route.
+
+        Differentiable in ``theta`` and ``v`` (forward and reverse mode) through the
+        variational equations.
+
+        Args:
+            theta: base point, shape ``(dim,)``.
+            v: initial velocity, shape ``(dim,)``.
+            alpha: Amari's alpha (+1: e-connection, -1: m-connection, 0: Levi-Civita).
+            solver: numerical settings (:class:`infogeo_jax.geometry.GeodesicSolver`).
+            throw: raise (also under ``jit``) if the solve fails, e.g. because the geodesic
+                leaves the domain. With ``throw=False`` failed solves return NaN.
+
+        Returns:
+            The point :math:`\exp^{(\alpha)}_\theta(v)`, shape ``(dim,)``.
+
+        Raises:
+            equinox.EquinoxRuntimeError: if the solve failed and ``throw=True``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Normal
+            >>> fam = Normal()
+            >>> theta = fam.from_usual(0.0, 1.0)
+            >>> v = fam.log_map(theta, fam.from_usual(1.0, 2.0))
+            >>> fam.exp_map(theta, v)  # doctest: +SKIP
+            Array([ 0.25 , -0.125], dtype=float64)
+
+        References:
+            Amari & Nagaoka (2000), Sec. 1.6 (geodesics) and Sec. 3.3 (alpha-connections).
+        """
+        theta = self.check_point(theta)
+        v = self._check_tangent(theta, v, "v")
+        return _exp_map_impl(self, alpha, theta, v, _settings(solver, theta), throw)
+
+    def geodesic(
+        self,
+        theta: PointLike,
+        v: Tangent,
+        t: ScalarLike | Float[ArrayLike, " times"],
+        alpha: ScalarLike = 0.0,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Float[Array, "*times dim"]:
+        r"""Points of the alpha-geodesic through ``theta`` with velocity ``v``, at times ``t``.
+
+        :math:`\gamma(0) = \theta`, :math:`\dot\gamma(0) = v`,
+        :math:`\gamma(t) = \exp^{(\alpha)}_\theta(t v)`, computed by one ODE solve through
+        all the (sorted) times; negative times follow the geodesic backwards. Closed forms are
+        used for the e- and m-geodesics of exponential families (Python ``alpha`` of +1 or -1).
+
+        Args:
+            theta: base point, shape ``(dim,)``.
+            v: initial velocity, shape ``(dim,)``.
+            t: a time or a 1-D array of times (any order, any sign).
+            alpha: Amari's alpha.
+            solver: numerical settings.
+            throw: raise if the solve fails (also under ``jit``).
+
+        Returns:
+            Shape ``(dim,)`` for a scalar ``t``, else ``(len(t), dim)``.
+
+        Raises:
+            ValueError: if ``t`` has more than one axis.
+            equinox.EquinoxRuntimeError: if the solve failed and ``throw=True``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Normal
+            >>> fam = Normal()
+            >>> path = fam.geodesic(fam.from_usual(0.0, 1.0), jnp.array([0.5, 0.2]),
+            ...                     jnp.linspace(0.0, 1.0, 5))
+            >>> path.shape
+            (5, 2)
+        """
+        theta = self.check_point(theta)
+        v = self._check_tangent(theta, v, "v")
+        t_arr = jnp.asarray(t, theta.dtype)
+        if t_arr.ndim > 1:
+            raise ValueError(f"`t` must be a scalar or a 1-D array of times, got {t_arr.shape}.")
+        nonnegative = _concretely_nonnegative(t)
+        out = _geodesic_impl(
+            self, alpha, theta, v, jnp.atleast_1d(t_arr), _settings(solver, theta), throw,
+            nonnegative,
+        )
+        return out[0] if t_arr.ndim == 0 else out
+
+    def solve_log_map(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        alpha: ScalarLike = 0.0,
+        *,
+        solver: GeodesicSolver | None = None,
+    ) -> LogMapSolution:
+        r"""The shooting solve behind :meth:`log_map`, returning a result code instead of raising.
+
+        Damped Newton on :math:`\exp^{(\alpha)}_{\theta_0}(v) = \theta_1`, with the exact
+        Jacobian of the exponential map from the variational (Jacobi-field) equations,
+        backtracking when a step does not reduce the residual, and continuation in the target
+        along the coordinate segment from ``theta_0`` to ``theta_1`` (the e-geodesic for an
+        exponential family) when Newton stalls. The initial guess is the coordinate
+        difference, or for exponential families the alpha-weighted mix of the e- and
+        m-directions (exact for alpha = +1 and -1).
+
+        Args:
+            theta_0: start point, shape ``(dim,)``.
+            theta_1: end point, shape ``(dim,)``.
+            alpha: Amari's alpha.
+            solver: numerical settings.
+
+        Returns:
+            A :class:`infogeo_jax.geometry.LogMapSolution` (``velocity``, ``end_velocity``,
+            ``result``, ``residual``, ``num_steps``).
+        """
+        theta_0, theta_1 = self._check_pair(theta_0, theta_1)
+        return _solve_log_map_impl(self, alpha, theta_0, theta_1, _settings(solver, theta_0))
+
+    def log_map(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        alpha: ScalarLike = 0.0,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Tangent:
+        r"""Logarithm map: the velocity at ``theta_0`` of the alpha-geodesic to ``theta_1``.
+
+        The initial velocity of the alpha-geodesic from ``theta_0`` that reaches ``theta_1`` at
+        ``t = 1``; the inverse of :meth:`exp_map`. See :meth:`solve_log_map` for the algorithm.
+        For exponential families and a Python ``alpha`` of +1 or -1 the closed forms
+        :math:`\theta_1 - \theta_0` and :math:`g(\theta_0)^{-1}(\eta_1 - \eta_0)` are used.
+        Differentiable in both points (forward and reverse mode) by the implicit function
+        theorem on :math:`\exp_{\theta_0}(v) = \theta_1`, not through the Newton iterations.
+
+        Args:
+            theta_0: start point, shape ``(dim,)``.
+            theta_1: end point, shape ``(dim,)``.
+            alpha: Amari's alpha.
+            solver: numerical settings.
+            throw: raise (also under ``jit``) if the shooting did not converge; with
+                ``throw=False`` the last iterate is returned (use :meth:`solve_log_map` to get
+                the result code).
+
+        Returns:
+            The velocity :math:`v`, shape ``(dim,)``.
+
+        Raises:
+            equinox.EquinoxRuntimeError: if the shooting did not converge and ``throw=True``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Beta
+            >>> fam = Beta()
+            >>> v = fam.log_map(jnp.array([0.2, 0.3]), jnp.array([20.0, 10.0]))
+            >>> fam.exp_map(jnp.array([0.2, 0.3]), v)  # doctest: +SKIP
+            Array([20., 10.], dtype=float64)
+        """
+        theta_0, theta_1 = self._check_pair(theta_0, theta_1)
+        return _log_map_impl(self, alpha, theta_0, theta_1, _settings(solver, theta_0), throw)
+
+    def geodesic_distance(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Scalar:
+        r"""Fisher-Rao (Levi-Civita) geodesic distance.
+
+        :math:`d(\theta_0, \theta_1) = \|\log_{\theta_0}\theta_1\|_{g(\theta_0)}`, the
+        length of the alpha = 0 geodesic found by :meth:`log_map`. Catalogue families
+        override it with closed forms where they exist (normal, categorical, Poisson, ...).
+        Its first derivatives come from the envelope theorem, not from the Newton iterations:
+        :math:`\partial d/\partial\theta_1 = g(\theta_1)\dot\gamma(1)/d` and
+        :math:`\partial d/\partial\theta_0 = -g(\theta_0)\dot\gamma(0)/d` for the
+        geodesic :math:`\gamma` from :math:`\theta_0` to :math:`\theta_1` (zero at
+        :math:`\theta_0 = \theta_1`).
+
+        Args:
+            theta_0: first point, shape ``(dim,)``.
+            theta_1: second point, shape ``(dim,)``.
+            solver: numerical settings.
+            throw: raise (also under ``jit``) if the shooting did not converge.
+
+        Returns:
+            The distance, a nonnegative scalar.
+
+        Raises:
+            equinox.EquinoxRuntimeError: if the shooting did not converge and ``throw=True``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax import AbstractStatisticalManifold
+            >>> from infogeo_jax.families import Poisson
+            >>> fam = Poisson()  # closed form 2 |sqrt(l1) - sqrt(l0)|
+            >>> a, b = jnp.log(jnp.array([1.0])), jnp.log(jnp.array([4.0]))
+            >>> AbstractStatisticalManifold.geodesic_distance(fam, a, b)  # doctest: +SKIP
+            Array(2., dtype=float64)
+
+        References:
+            Rao, *Information and the accuracy attainable in the estimation of statistical
+            parameters*, Bull. Calcutta Math. Soc. 37 (1945).
+        """
+        theta_0, theta_1 = self._check_pair(theta_0, theta_1)
+        return _distance_impl(self, theta_0, theta_1, _settings(solver, theta_0), throw)
+
+    def parallel_transport(
+        self,
+        theta: PointLike,
+        w: Tangent,
+        v: Tangent | None = None,
+        *,
+        end_point: PointLike | None = None,
+        alpha: ScalarLike = 0.0,
+        transport_alpha: ScalarLike | None = None,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Tangent:
+        r"""Parallel transport of ``w`` along an alpha-geodesic, with the alpha' connection.
+
+        The curve is the alpha-geodesic :math:`x(t) = \exp^{(\alpha)}_\theta(tv)`,
+        :math:`t \in [0, 1]`, given by its initial velocity ``v`` or by its ``end_point``
+        (then :math:`v = \log^{(\alpha)}_\theta(\text{end\_point})`). Along it ``w`` is
+        transported with the connection of ``transport_alpha`` (default ``alpha``):
+        :math:`\dot W^k + \Gamma^{(\alpha')k}_{ij}\dot x^i W^j = 0`. Transports along
+        alpha' and -alpha' preserve the pairing,
+        :math:`g(\Pi^{(\alpha')}u, \Pi^{(-\alpha')}w) = g(u, w)` (duality), and alpha' = 0
+        preserves g. For an exponential family and a Python ``transport_alpha`` of +1 or -1
+        the flat closed forms are used: :math:`W(1) = w` (e-transport, natural coordinates)
+        and :math:`W(1) = g(x(1))^{-1}g(\theta)w` (m-transport).
+
+        Args:
+            theta: start point, shape ``(dim,)``.
+            w: the tangent vector at ``theta`` to transport, shape ``(dim,)``.
+            v: initial velocity of the curve (give exactly one of ``v`` and ``end_point``).
+            end_point: end point of the curve.
+            alpha: alpha of the geodesic along which to transport.
+            transport_alpha: alpha of the connection that transports (default ``alpha``).
+            solver: numerical settings.
+            throw: raise (also under ``jit``) if a solve fails.
+
+        Returns:
+            The transported vector at the end of the curve, shape ``(dim,)``.
+
+        Raises:
+            ValueError: unless exactly one of ``v`` and ``end_point`` is given.
+            equinox.EquinoxRuntimeError: if a solve failed and ``throw=True``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Normal
+            >>> fam = Normal()
+            >>> a, b = fam.from_usual(0.0, 1.0), fam.from_usual(1.0, 2.0)
+            >>> w = fam.parallel_transport(a, jnp.array([1.0, 0.0]), end_point=b)
+            >>> w.shape
+            (2,)
+
+        References:
+            Amari & Nagaoka (2000), Theorem 3.1 (duality of parallel transports).
+        """
+        if (v is None) == (end_point is None):
+            raise ValueError("parallel_transport: give exactly one of `v` and `end_point`.")
+        theta = self.check_point(theta)
+        w = self._check_tangent(theta, w, "w")
+        transport_alpha = alpha if transport_alpha is None else transport_alpha
+        if end_point is not None:
+            theta, end = self._check_pair(theta, end_point)
+            v = self.log_map(theta, end, alpha, solver=solver, throw=throw)
+        else:
+            end = None
+            v = self._check_tangent(theta, cast(Tangent, v), "v")
+        return _transport_impl(
+            self, alpha, transport_alpha, theta, v, w, end, _settings(solver, theta), throw
+        )
+
+    def _check_pair(self, theta_0: PointLike, theta_1: PointLike) -> tuple[Point, Point]:
+        theta_0 = self.check_point(theta_0)
+        theta_1 = self.check_point(as_point(theta_1, theta_0.shape[0], "theta_1"))
+        dtype = jnp.result_type(theta_0.dtype, theta_1.dtype)
+        return theta_0.astype(dtype), theta_1.astype(dtype)
 
 class StatisticalManifold(AbstractStatisticalManifold):
     r"""A statistical manifold from a user's metric (and optional skewness) function.
@@ -267,3 +649,167 @@ class StatisticalManifold(AbstractStatisticalManifold):
 
     def _has_skewness(self) -> bool:
         return self.skewness_fn is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations of the geodesic methods (jitted once per manifold, alpha and settings)
+# ---------------------------------------------------------------------------------------------
+def _as_exponential_family(space: AbstractStatisticalManifold) -> AbstractExponentialFamily | None:
+    """``space`` if it is an exponential family in natural coordinates, else ``None``."""
+    from ._family import AbstractExponentialFamily
+
+    return space if isinstance(space, AbstractExponentialFamily) else None
+
+
+def _is_static_value(alpha: ScalarLike, value: float) -> bool:
+    """Whether ``alpha`` is a Python (or NumPy) number equal to ``value``.
+
+    JAX arrays never count as static, so passing ``jnp.asarray(alpha)`` forces the general
+    (ODE) route even where a closed form exists.
+    """
+    if isinstance(alpha, (bool, int, float, np.floating, np.integer)):
+        return float(alpha) == value
+    return False
+
+
+def _concretely_nonnegative(t) -> bool:
+    """Whether ``t`` is known now (not traced) and has no negative entry."""
+    try:
+        return bool(np.all(np.asarray(t) >= 0))
+    except jax.errors.JAXTypeError:
+        return False
+
+
+def _settings(solver: GeodesicSolver | None, theta: Point):
+    if solver is None:
+        solver = GeodesicSolver()
+    elif not isinstance(solver, GeodesicSolver):
+        raise TypeError(
+            f"`solver` must be an infogeo_jax.geometry.GeodesicSolver, got {type(solver).__name__}."
+        )
+    return solver._for(theta.dtype)
+
+
+def _fail(x, ok, throw: bool, message: str):
+    if throw:
+        return eqx.error_if(x, jnp.logical_not(ok), message)
+    return jnp.where(ok, x, jnp.nan)
+
+
+def _m_flat_end(family, theta: Point, v: Tangent, t, throw: bool):
+    """Natural parameters at eta(theta) + t g(theta) v (the m-geodesic), NaN-safe."""
+    eta = jax.grad(family._raw_log_partition)(theta)
+    g = jax.hessian(family._raw_log_partition)(theta)
+    target = eta + t * (g @ v)
+    ok = family.in_mean_domain(target)
+    target = _fail(target, ok, throw, _LEFT_MEAN_DOMAIN)
+    safe = jnp.where(ok, target, eta)
+    x = family.natural_parameters(safe, throw=throw)
+    return jnp.where(ok, x, jnp.nan)
+
+
+_LEFT_DOMAIN = (
+    "exp_map/geodesic: the e-geodesic theta + t v leaves the natural domain of the family "
+    "(the velocity is too large)."
+)
+_LEFT_MEAN_DOMAIN = (
+    "exp_map/geodesic: the m-geodesic eta + t g v leaves the mean domain of the family "
+    "(the velocity is too large)."
+)
+
+
+@eqx.filter_jit
+def _exp_map_impl(space, alpha, theta, v, cfg, throw):
+    family = _as_exponential_family(space)
+    if family is not None and _is_static_value(alpha, 1.0):
+        x = theta + v
+        return _fail(x, space.in_domain(x), throw, _LEFT_DOMAIN)
+    if family is not None and _is_static_value(alpha, -1.0):
+        return _m_flat_end(family, theta, v, 1.0, throw)
+    ts = jnp.ones((1,), theta.dtype)
+    x, _, ok = _geodesic.flow(space, alpha, theta, v, ts, cfg)
+    return _fail(x[0], ok, throw, _ODE_FAILED)
+
+
+_ODE_FAILED = (
+    "exp_map/geodesic: the geodesic ODE solve failed: the geodesic left the domain of the "
+    "manifold, or the solver hit `max_steps` or its minimum step size. Use a shorter "
+    "velocity, or raise `GeodesicSolver(max_steps=...)`; throw=False returns NaN instead."
+)
+
+
+@eqx.filter_jit
+def _geodesic_impl(space, alpha, theta, v, ts, cfg, throw, nonnegative):
+    family = _as_exponential_family(space)
+    if family is not None and _is_static_value(alpha, 1.0):
+        x = theta + ts[:, None] * v
+        return _fail(x, jnp.all(jax.vmap(space.in_domain)(x)), throw, _LEFT_DOMAIN)
+    if family is not None and _is_static_value(alpha, -1.0):
+        return jax.vmap(lambda t: _m_flat_end(family, theta, v, t, throw))(ts)
+    tau = jnp.abs(ts)
+    order = jnp.argsort(tau)
+    inverse = jnp.argsort(order)
+    tau_sorted = tau[order]
+    if nonnegative:
+        x, _, ok = _geodesic.flow(space, alpha, theta, v, tau_sorted, cfg)
+        x = x[inverse]
+    else:
+        both = jnp.stack([v, -v])
+        x_pm, _, ok_pm = jax.vmap(
+            lambda vel: _geodesic.flow(space, alpha, theta, vel, tau_sorted, cfg)
+        )(both)
+        x = jnp.where((ts >= 0)[:, None], x_pm[0][inverse], x_pm[1][inverse])
+        ok = jnp.all(ok_pm)
+    return _fail(x, ok, throw, _ODE_FAILED)
+
+
+@eqx.filter_jit
+def _solve_log_map_impl(space, alpha, theta_0, theta_1, cfg) -> LogMapSolution:
+    family = _as_exponential_family(space)
+    flat = family is not None and (
+        _is_static_value(alpha, 1.0) or _is_static_value(alpha, -1.0)
+    )
+    if family is not None and flat:
+        if _is_static_value(alpha, 1.0):
+            v = u = theta_1 - theta_0
+        else:
+            grad_a = jax.grad(family._raw_log_partition)
+            d_eta = grad_a(theta_1) - grad_a(theta_0)
+            v = solve_metric(jax.hessian(family._raw_log_partition)(theta_0), d_eta)
+            u = solve_metric(jax.hessian(family._raw_log_partition)(theta_1), d_eta)
+        return _geodesic.solution_from_status(
+            v, u, jnp.asarray(_geodesic._SUCCESS), jnp.zeros((), v.dtype), jnp.asarray(0)
+        )
+    raw = _geodesic.log_map_core(space, alpha, theta_0, theta_1, cfg)
+    return _geodesic.solution_from_status(*raw)
+
+
+@eqx.filter_jit
+def _log_map_impl(space, alpha, theta_0, theta_1, cfg, throw):
+    sol = _solve_log_map_impl(space, alpha, theta_0, theta_1, cfg)
+    if throw:
+        return sol.result.error_if(sol.velocity, sol.result != RESULTS.successful)
+    return sol.velocity
+
+
+@eqx.filter_jit
+def _distance_impl(space, theta_0, theta_1, cfg, throw):
+    dist, raw = _geodesic.distance_core(space, theta_0, theta_1, cfg)
+    if throw:
+        sol = _geodesic.solution_from_status(*raw)
+        dist = sol.result.error_if(dist, sol.result != RESULTS.successful)
+    return dist
+
+
+@eqx.filter_jit
+def _transport_impl(space, alpha, transport_alpha, theta, v, w, end, cfg, throw):
+    family = _as_exponential_family(space)
+    if family is not None and _is_static_value(transport_alpha, 1.0):
+        return w
+    if family is not None and _is_static_value(transport_alpha, -1.0):
+        if end is None:
+            end = _exp_map_impl(space, alpha, theta, v, cfg, throw)
+        metric = jax.hessian(family._raw_log_partition)
+        return solve_metric(metric(end), metric(theta) @ w)
+    _, w1, ok = _geodesic.transport(space, alpha, transport_alpha, theta, v, w, cfg)
+    return _fail(w1, ok, throw, _ODE_FAILED.replace("exp_map/geodesic", "parallel_transport"))

@@ -48,7 +48,7 @@ def christoffel_first_kind(
         \Gamma^{(\alpha)}_{ij,k} = \Gamma^{(0)}_{ij,k} - \tfrac{\alpha}{2} T_{ijk}.
     """
     gamma0 = levi_civita_first_kind(metric, theta)
-    if skewness is None:
+    if skewness is None or (isinstance(alpha, (int, float)) and alpha == 0):
         return gamma0
     return gamma0 - 0.5 * alpha * skewness(theta)
 
@@ -73,6 +73,45 @@ def riemann_from_christoffel(
     return (
         jnp.einsum("lkij->lijk", dgamma)
         - jnp.einsum("ljik->lijk", dgamma)
+        + jnp.einsum("ljm,mki->lijk", gamma, gamma)
+        - jnp.einsum("lkm,mji->lijk", gamma, gamma)
+    )
+
+
+def riemann_from_metric(
+    metric: MetricFn, skewness: SkewnessFn | None, theta: Point, alpha: ScalarLike
+) -> Tensor4:
+    r"""Riemann tensor ``[l, i, j, k]`` of the alpha-connection, differentiating only g and T.
+
+    Writing :math:`\Gamma^l_{ki} = g^{ln}\Gamma_{ki,n}` and
+    :math:`\partial_j g^{ln} = -g^{la}\partial_j g_{ab} g^{bn}`,
+
+    .. math::
+        R^l{}_{ijk} = g^{ln}\left(B_{nkij} - B_{njik}\right)
+        + \Gamma^l_{jm}\Gamma^m_{ki} - \Gamma^l_{km}\Gamma^m_{ji},\qquad
+        B_{nkij} = \partial_j\Gamma_{ki,n} - \partial_j g_{np}\Gamma^p_{ki}.
+
+    One forward-mode Jacobian of :math:`(g, \Gamma_{\cdot\cdot,\cdot})` and one Cholesky
+    factorization; no derivative passes through the linear solve (the older route,
+    :func:`riemann_from_christoffel`, differentiates :math:`g^{-1}\Gamma`).
+    """
+
+    def metric_and_first_kind(th):
+        return metric(th), christoffel_first_kind(metric, skewness, th, alpha)
+
+    (g, first), (dg, dfirst) = _value_and_jacfwd(metric_and_first_kind, theta)
+    d = theta.shape[0]
+    factor = jax.scipy.linalg.cho_factor(g)
+    # gamma[p, k, i] = G^p_ki
+    gamma = jax.scipy.linalg.cho_solve(
+        factor, jnp.moveaxis(first, -1, 0).reshape(d, d * d)
+    ).reshape(d, d, d)
+    # b[n, k, i, j] = d_j G_{ki,n} - d_j g_{np} G^p_{ki}
+    b = jnp.einsum("kinj->nkij", dfirst) - jnp.einsum("npj,pki->nkij", dg, gamma)
+    lowered = b - jnp.einsum("njik->nkij", b)  # [n, k, i, j] -> B_nkij - B_njik
+    raised = jax.scipy.linalg.cho_solve(factor, lowered.reshape(d, d**3)).reshape(d, d, d, d)
+    return (
+        jnp.einsum("lkij->lijk", raised)
         + jnp.einsum("ljm,mki->lijk", gamma, gamma)
         - jnp.einsum("lkm,mji->lijk", gamma, gamma)
     )

@@ -1,0 +1,30 @@
+"""Natural-gradient, mirror-descent and exponentiated-gradient optimizers as optax transforms.
+
+Each optimizer is a ``scale_by_*`` building block (an ``optax.GradientTransformationExtraArgs``
+that needs ``params``) and a short alias that chains it with ``optax.scale_by_learning_rate``.
+The mirror steps are not linear in the learning rate, so the mirror-descent and
+exponentiated-gradient blocks also take the learning rate and return
+``(theta - theta_next) / learning_rate``: after the chained ``scale_by_learning_rate`` the
+update is exactly the mirror step ``theta_next - theta`` (up to rounding). The Fisher
+builders return the ``fisher(params, **extra_args)`` callables that :func:`natural_gradient`
+takes; the batch reaches them as an extra argument of ``update``.
+"""
+
+from ._fisher import (
+    empirical_fisher as empirical_fisher,
+    manifold_fisher as manifold_fisher,
+    predictive_fisher as predictive_fisher,
+)
+from ._mirror_descent import (
+    ScaleByExponentiatedGradientState as ScaleByExponentiatedGradientState,
+    ScaleByMirrorDescentState as ScaleByMirrorDescentState,
+    exponentiated_gradient as exponentiated_gradient,
+    mirror_descent as mirror_descent,
+    scale_by_exponentiated_gradient as scale_by_exponentiated_gradient,
+    scale_by_mirror_descent as scale_by_mirror_descent,
+)
+from ._natural_gradient import (
+    ScaleByNaturalGradientState as ScaleByNaturalGradientState,
+    natural_gradient as natural_gradient,
+    scale_by_natural_gradient as scale_by_natural_gradient,
+)

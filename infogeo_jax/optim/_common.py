@@ -1,0 +1,129 @@
+"""Helpers shared by the optimizers: extra-argument routing, ``params`` checks, dtype pinning."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def require_params(params: Any, name: str) -> Any:
+    """Raise a clear ``ValueError`` (at trace time) when ``params`` was not passed.
+
+    Raises:
+        ValueError: if ``params`` is ``None``.
+    """
+    if params is None:
+        raise ValueError(
+            f"{name} needs the current parameters: call `update(updates, state, params)` "
+            "(and `optax.apply_updates(params, updates)` afterwards)."
+        )
+    return params
+
+
+def call_with_supported(fn: Callable[..., Any], *args: Any, **extra_args: Any) -> Any:
+    """Call ``fn(*args, **kw)`` with only the extra keyword arguments that ``fn`` accepts.
+
+    A function with a ``**kwargs`` parameter receives them all; otherwise the arguments it does
+    not name are dropped, so that optimizers in one ``optax.chain`` can share extra arguments.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins, some C callables: pass everything
+        return fn(*args, **extra_args)
+    parameters = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return fn(*args, **extra_args)
+    names = {
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return fn(*args, **{k: v for k, v in extra_args.items() if k in names})
+
+
+def cast_like(tree: Any, reference: Any) -> Any:
+    """Cast every leaf of ``tree`` to the dtype of the matching leaf of ``reference``."""
+    return jax.tree.map(lambda x, r: jnp.asarray(x, jnp.result_type(r)), tree, reference)
+
+
+def tree_dtype(tree: Any) -> Any:
+    """The promoted (widest) floating dtype of the leaves of ``tree``."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.result_type(float)
+    dtype = jnp.result_type(*leaves)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    return dtype
+
+
+def tree_vdot(a: Any, b: Any) -> jax.Array:
+    """Real inner product of two pytrees with the same structure (sum over all leaves)."""
+    products = [jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
+    return sum(products, start=jnp.zeros((), tree_dtype(a)))
+
+
+def _cg_from_zero(matvec: Callable[[Any], Any], rhs: Any, max_steps, rtol, atol) -> Any:
+    """Plain conjugate gradient from ``x = 0``, at most ``max_steps`` iterations.
+
+    Stops when the residual 2-norm is at most ``atol + rtol * |rhs|``, after ``max_steps``
+    iterations, or on breakdown (``p^T A p <= 0``: the iterate so far is returned, never NaN).
+    Every scalar is a ratio of inner products, so the method is invariant to scaling the
+    operator (unlike an absolute breakdown threshold).
+    """
+    dtype = tree_dtype(rhs)
+    zero = jax.tree.map(jnp.zeros_like, rhs)
+    rs0 = tree_vdot(rhs, rhs)
+    tol = jnp.asarray(atol, dtype) + jnp.asarray(rtol, dtype) * jnp.sqrt(rs0)
+
+    def cond(carry):
+        _, _, _, rs, step, ok = carry
+        return ok & (step < max_steps) & (rs > tol**2)
+
+    def body(carry):
+        x, r, p, rs, step, _ = carry
+        ap = matvec(p)
+        pap = tree_vdot(p, ap)
+        ok = pap > 0
+        alpha = jnp.where(ok, rs / jnp.where(ok, pap, 1.0), 0.0)
+        x = jax.tree.map(lambda xi, pi: xi + alpha.astype(xi.dtype) * pi, x, p)
+        r = jax.tree.map(lambda ri, ai: ri - alpha.astype(ri.dtype) * ai, r, ap)
+        rs_new = tree_vdot(r, r)
+        beta = jnp.where(ok, rs_new / jnp.where(rs > 0, rs, 1.0), 0.0)
+        p = jax.tree.map(lambda ri, pi: ri + beta.astype(ri.dtype) * pi, r, p)
+        return x, r, p, jnp.where(ok, rs_new, rs), step + 1, ok
+
+    init = (zero, rhs, rhs, rs0, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+    x, *_ = jax.lax.while_loop(cond, body, init)
+    return x
+
+
+def conjugate_gradient(
+    matvec: Callable[[Any], Any], rhs: Any, x0: Any, max_steps, rtol, atol
+) -> Any:
+    r"""Solve :math:`A x = b` (A symmetric positive definite) by truncated, warm-started CG.
+
+    The warm start ``x0`` is used only when it beats zero on the CG objective
+    :math:`q(x) = \frac12 x^\top A x - b^\top x` (then the returned iterate has
+    :math:`q < q(x_0) < 0`, so it is a descent direction); the correction is found by CG from
+    zero on the residual system. The solve is wrapped in ``jax.lax.custom_linear_solve``, so
+    derivatives (forward and reverse) are those of the exact solve :math:`A^{-1} b`, each
+    computed by the same truncated CG (implicit differentiation, as in ``lineax``).
+    """
+    x0 = jax.lax.stop_gradient(x0)
+    ax0 = matvec(x0)
+    q0 = 0.5 * tree_vdot(x0, ax0) - tree_vdot(rhs, x0)
+    use = jax.lax.stop_gradient(q0 < 0)
+    start = jax.tree.map(lambda x: jnp.where(use, x, jnp.zeros_like(x)), x0)
+    residual = jax.tree.map(lambda b, a: b - jnp.where(use, a, jnp.zeros_like(a)), rhs, ax0)
+    correction = jax.lax.custom_linear_solve(
+        matvec,
+        residual,
+        lambda mv, b: _cg_from_zero(mv, b, max_steps, rtol, atol),
+        symmetric=True,
+    )
+    return jax.tree.map(lambda s, c: s + c, start, correction)

@@ -1,0 +1,224 @@
+r"""Fisher builders: the ``fisher(params, **extra_args)`` callables of :func:`natural_gradient`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import lineax as lx
+from jax.flatten_util import ravel_pytree
+
+from .._custom_types import Array, Metric, PyTree
+from .._manifold import AbstractStatisticalManifold
+
+
+def manifold_fisher(manifold: AbstractStatisticalManifold) -> Callable[..., Metric]:
+    r"""The Fisher metric of a statistical manifold, with ``params`` its coordinates.
+
+    .. math::
+        F(\theta) = g(\theta) \quad (= \nabla^2 A(\theta) \text{ for an exponential family in
+        natural parameters}).
+
+    Works for any :class:`infogeo_jax.AbstractStatisticalManifold`: an exponential family
+    (``params`` are its natural parameters), a ``StatisticalModel`` or a
+    ``StatisticalManifold``, since only ``manifold.metric`` is used. ``params`` may be any pytree
+    whose ``jax.flatten_util.ravel_pytree`` is the point ``theta`` of shape ``(dim,)``.
+
+    Args:
+        manifold: the statistical manifold.
+
+    Returns:
+        ``fisher(params, **extra_args) -> (dim, dim)`` array; extra arguments are ignored.
+
+    Raises:
+        TypeError: if ``manifold`` is not an ``AbstractStatisticalManifold``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from infogeo_jax.families import Poisson
+        >>> from infogeo_jax.optim import manifold_fisher
+        >>> manifold_fisher(Poisson())(jnp.array([0.0]))
+        Array([[1.]], dtype=float32)
+
+    References:
+        Amari & Nagaoka, *Methods of Information Geometry* (2000), Eq. (2.6).
+    """
+    if not isinstance(manifold, AbstractStatisticalManifold):
+        raise TypeError(
+            "manifold_fisher expects an infogeo_jax.AbstractStatisticalManifold (an exponential "
+            f"family, a StatisticalModel or a StatisticalManifold), got {type(manifold).__name__}."
+        )
+
+    def fisher(params: PyTree, **extra_args: Any) -> Metric:
+        del extra_args
+        theta, _ = ravel_pytree(params)
+        return manifold.metric(theta)
+
+    return fisher
+
+
+def _batch_of(extra_args: dict[str, Any], name: str, builder: str) -> Any:
+    if name not in extra_args:
+        raise ValueError(
+            f"{builder} needs the data batch: pass it to the optimizer's update as the extra "
+            f"argument `{name}=...`, e.g. `opt.update(grads, state, params, {name}=batch)`."
+        )
+    return extra_args[name]
+
+
+def _batch_size(outputs: PyTree) -> int:
+    leaves = jax.tree.leaves(outputs)
+    if not leaves or jnp.ndim(leaves[0]) == 0:
+        raise ValueError("the model outputs must have a leading batch axis.")
+    return leaves[0].shape[0]
+
+
+def _gauss_newton_operator(
+    f: Callable[[PyTree], PyTree],
+    params: PyTree,
+    output_metric: Callable[[PyTree], Callable[[PyTree], PyTree]],
+) -> lx.FunctionLinearOperator:
+    r"""Matrix-free :math:`\frac1n J^\top M J` with :math:`J` the Jacobian of ``f`` at ``params``.
+
+    One forward pass (``jax.linearize``); ``output_metric(outputs)`` is the output-space metric
+    (built once), and each product is a JVP, that metric and a VJP (``jax.linear_transpose``).
+    """
+    outputs, jvp_fn = jax.linearize(f, params)
+    vjp_fn = jax.linear_transpose(jvp_fn, params)
+    n = _batch_size(outputs)
+    metric = output_metric(outputs)
+
+    def mv(v: PyTree) -> PyTree:
+        (out,) = vjp_fn(metric(jvp_fn(v)))
+        return jax.tree.map(lambda leaf: leaf / n, out)
+
+    structure = jax.eval_shape(lambda: params)
+    return lx.FunctionLinearOperator(
+        mv, structure, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+    )
+
+
+def empirical_fisher(
+    loglik: Callable[[PyTree, Any], Array], *, batch_arg: str = "batch"
+) -> Callable[..., lx.FunctionLinearOperator]:
+    r"""The empirical Fisher of a per-example log-likelihood, as a matrix-free operator.
+
+    .. math::
+        \hat F(\theta) = \frac1n \sum_{i=1}^n \nabla_\theta \ell(\theta, x_i)
+        \nabla_\theta \ell(\theta, x_i)^\top = \frac1n G^\top G,
+
+    applied as :math:`v \mapsto \frac1n G^\top (G v)` (one JVP and one VJP of the vector of
+    per-example log-likelihoods), never forming :math:`G`. Scale the loss as the mean negative
+    log-likelihood so that a unit learning rate is natural.
+
+    Args:
+        loglik: ``loglik(params, example) -> scalar`` for one example; the batch is a pytree
+            whose leaves have a leading example axis (``jax.vmap`` maps it).
+        batch_arg: name of the extra argument of ``update`` carrying the batch.
+
+    Returns:
+        ``fisher(params, **extra_args) -> lineax.FunctionLinearOperator`` on the params pytree.
+
+    Raises:
+        ValueError: (when called) if the batch extra argument is missing.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from infogeo_jax.optim import empirical_fisher
+        >>> loglik = lambda w, x: -0.5 * jnp.sum((x - w) ** 2)
+        >>> op = empirical_fisher(loglik)(jnp.zeros(2), batch=jnp.array([[1.0, 0.0], [-1.0, 0.0]]))
+        >>> bool(jnp.allclose(op.as_matrix(), jnp.array([[1.0, 0.0], [0.0, 0.0]])))
+        True
+
+    References:
+        Kunstner, Balles & Hennig, *Limitations of the empirical Fisher approximation for natural
+        gradient descent*, NeurIPS 2019, Eq. (4).
+    """
+
+    def fisher(params: PyTree, **extra_args: Any) -> lx.FunctionLinearOperator:
+        batch = _batch_of(extra_args, batch_arg, "empirical_fisher")
+        f = lambda p: jax.vmap(loglik, in_axes=(None, 0))(p, batch)
+        return _gauss_newton_operator(f, params, lambda outputs: lambda u: u)
+
+    return fisher
+
+
+def _categorical_metric(logits: Array) -> Callable[[Array], Array]:
+    # Fisher of Categorical(softmax(logits)) in the logits: diag(p) - p p^T, per example.
+    p = jax.nn.softmax(logits, axis=-1)
+    return lambda u: p * u - p * jnp.sum(p * u, axis=-1, keepdims=True)
+
+
+def _default_inputs(batch: Any) -> Any:
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    return batch
+
+
+def predictive_fisher(
+    apply: Callable[[PyTree, Any], Array],
+    output: Literal["categorical", "gaussian"],
+    *,
+    noise_variance: float = 1.0,
+    batch_arg: str = "batch",
+    inputs_of: Callable[[Any], Any] | None = None,
+) -> Callable[..., lx.FunctionLinearOperator]:
+    r"""The predictive Fisher of a network whose outputs parameterize an exponential family.
+
+    .. math::
+        F(\theta) = \frac1n \sum_{i=1}^n J_i^\top F_{\mathrm{out}}(f_i) J_i,
+        \qquad J_i = \partial f(\theta, x_i) / \partial \theta,
+
+    with :math:`F_{\mathrm{out}}` the Fisher of the output distribution in the network's
+    outputs: :math:`\mathrm{diag}(p) - p p^\top` with :math:`p = \mathrm{softmax}(f)` for
+    ``"categorical"`` (logits), :math:`I / \sigma^2` for ``"gaussian"`` (the mean, known noise
+    variance :math:`\sigma^2`). Since these outputs are natural parameters, this equals the
+    generalized Gauss-Newton matrix of the mean negative log-likelihood (softmax cross-entropy,
+    or squared error over :math:`2\sigma^2`). Matrix-free: one forward pass, then a JVP and a
+    VJP per product.
+
+    Args:
+        apply: ``apply(params, inputs) -> outputs`` on a whole batch, outputs with a leading
+            batch axis (logits on the last axis for ``"categorical"``). For an equinox module
+            use e.g. ``lambda p, x: jax.vmap(eqx.combine(p, static))(x)``.
+        output: ``"categorical"`` or ``"gaussian"``.
+        noise_variance: :math:`\sigma^2` of the Gaussian output (ignored for categorical).
+        batch_arg: name of the extra argument of ``update`` carrying the batch.
+        inputs_of: ``inputs_of(batch) -> inputs``; default: ``batch[0]`` when the batch is a
+            tuple or list (``(inputs, targets)``), else the batch itself.
+
+    Returns:
+        ``fisher(params, **extra_args) -> lineax.FunctionLinearOperator`` on the params pytree.
+
+    Raises:
+        ValueError: if ``output`` is unknown, or (when called) the batch argument is missing.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from infogeo_jax.optim import predictive_fisher
+        >>> apply = lambda w, x: x @ w
+        >>> fisher = predictive_fisher(apply, "gaussian")
+        >>> fisher(jnp.zeros(2), batch=jnp.array([[1.0, 0.0], [1.0, 2.0]])).as_matrix()
+        Array([[1., 1.],
+               [1., 2.]], dtype=float32)
+
+    References:
+        Martens, *New insights and perspectives on the natural gradient method*, JMLR 21 (2020),
+        Sec. 9.2; Schraudolph, *Fast curvature matrix-vector products for second-order gradient
+        descent*, Neural Computation 14 (2002).
+    """
+    if output == "categorical":
+        output_metric = _categorical_metric
+    elif output == "gaussian":
+        output_metric = lambda outputs: lambda u: jax.tree.map(lambda t: t / noise_variance, u)
+    else:
+        raise ValueError(f"`output` must be 'categorical' or 'gaussian', got {output!r}.")
+    get_inputs = _default_inputs if inputs_of is None else inputs_of
+
+    def fisher(params: PyTree, **extra_args: Any) -> lx.FunctionLinearOperator:
+        inputs = get_inputs(_batch_of(extra_args, batch_arg, "predictive_fisher"))
+        return _gauss_newton_operator(lambda p: apply(p, inputs), params, output_metric)
+
+    return fisher
