@@ -220,8 +220,38 @@ def bench_candidates(
     return rows
 
 
+def _kfac_jax_with_shim():
+    """Import kfac-jax, patching its one incompatibility with jax >= 0.7 (benchmark only).
+
+    kfac-jax 0.0.8 (the latest release) unpacks ``Primitive.get_bind_params`` as
+    ``(subfuns, params)``; current JAX returns only the params dict (call primitives carry their
+    subfunctions inside it) and ``bind`` takes no positional subfunctions. The patched
+    ``eval_jaxpr_eqn`` below is JAX's own ``eval_jaxpr`` loop body; nothing else is changed.
+    """
+    import jax.extend as jex
+    import kfac_jax
+    from kfac_jax._src import tag_graph_matcher
+
+    def eval_jaxpr_eqn(eqn, in_values):
+        params = eqn.primitive.get_bind_params(eqn.params)
+        if isinstance(params, tuple):  # old JAX: (subfuns, params)
+            subfuns, params = params
+            in_values = [*subfuns, *in_values]
+        with jex.source_info_util.user_context(eqn.source_info.traceback):
+            output = eqn.primitive.bind(*in_values, **params)
+        return output if isinstance(output, list) else [output]
+
+    tag_graph_matcher.eval_jaxpr_eqn = eval_jaxpr_eqn
+    return kfac_jax
+
+
 def kfac_row(batch, params0, reference: float, max_steps: int, repeats: int) -> dict[str, Any]:
-    """kfac-jax 0.0.8 on the logistic regression, or the reason it could not run."""
+    """kfac-jax 0.0.8 on the logistic regression, or the reason it could not run.
+
+    Its standard configuration (adaptive learning rate, momentum and damping). Steps to the
+    target are counted in a first run; then that many steps are timed from a fresh state after
+    compilation (best of ``repeats``), a Python loop of its jitted ``step`` as kfac-jax is used.
+    """
     row: dict[str, Any] = dict(
         problem="logreg",
         optimizer="kfac-jax",
@@ -234,19 +264,18 @@ def kfac_row(batch, params0, reference: float, max_steps: int, repeats: int) -> 
         note="",
     )
     try:
-        import kfac_jax
-
+        kfac_jax = _kfac_jax_with_shim()
         row["setting"] += f", kfac-jax {kfac_jax.__version__}"
 
         def loss(params, batch):
             x, y = batch
             logits = linear_apply(params, x)
             kfac_jax.register_softmax_cross_entropy_loss(logits, y)
-            return cross_entropy(logits, y)
+            return cross_entropy(logits, y) + 0.5 * LAM * jnp.sum(params["W"] ** 2)
 
         opt = kfac_jax.Optimizer(
             value_and_grad_func=jax.value_and_grad(loss),
-            l2_reg=LAM,
+            l2_reg=0.0,
             use_adaptive_learning_rate=True,
             use_adaptive_momentum=True,
             use_adaptive_damping=True,
@@ -255,18 +284,35 @@ def kfac_row(batch, params0, reference: float, max_steps: int, repeats: int) -> 
             num_burnin_steps=0,
         )
         key = jax.random.PRNGKey(0)
-        state = opt.init(params0, key, batch)
-        params = params0
+        loss_jit = jax.jit(logreg_loss)
+
+        def run(num_steps: int | None):
+            state = opt.init(params0, key, batch)
+            params, k = params0, 0
+            while num_steps is None or k < num_steps:
+                k += 1
+                params, state, _ = opt.step(params, state, key, batch=batch, global_step_int=k)
+                if num_steps is None and (
+                    float(loss_jit(params, batch)) - reference <= GAP or k >= max_steps
+                ):
+                    break
+            return jax.block_until_ready(params), k
+
         start = time.perf_counter()
-        for k in range(1, max_steps + 1):
-            params, state, _ = opt.step(params, state, key, batch=batch, global_step_int=k)
-            if float(logreg_loss(params, batch)) - reference <= GAP:
-                break
-        wall = time.perf_counter() - start
-        final = float(logreg_loss(params, batch))
-        row.update(steps=k, wall_s=wall, final_loss=final, gap=final - reference)
-        row["note"] = "python loop with per-step loss check (includes compile)"
-        del repeats
+        params, k = run(None)
+        first = time.perf_counter() - start
+        final = float(loss_jit(params, batch))
+        if final - reference > GAP:
+            row["note"] = f"target not reached in {max_steps} steps"
+            return row
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(k)
+            best = min(best, time.perf_counter() - start)
+        row.update(steps=k, wall_s=best, compile_s=first - best, final_loss=final)
+        row["gap"] = final - reference
+        row["note"] = "with a one-function jax>=0.7 compatibility shim (see _kfac_jax_with_shim)"
     except Exception as error:  # record why it does not run
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         row["note"] = f"failed with jax {jax.__version__}: {type(error).__name__}: {message}"[:160]

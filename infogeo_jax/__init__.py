@@ -18,6 +18,7 @@ from ._manifold import (
 )
 
 # --- statistical models (issue 3) --------------------------------------------------------------
+# isort: split
 from ._expectation import (
     AbstractExpectation as AbstractExpectation,
     AbstractQuadratureRule as AbstractQuadratureRule,

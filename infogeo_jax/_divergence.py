@@ -22,14 +22,15 @@ def bregman_divergence(potential: Callable[[Array], Scalar], x: Array, y: Array)
 
     Args:
         potential: a convex differentiable function ``F(x) -> scalar``.
-        x: first point, shape ``(dim,)``.
-        y: second point (where the linearization is taken), shape ``(dim,)``.
+        x: first point (any array shape; integers are promoted to the default float).
+        y: second point (where the linearization is taken), same shape as ``x``.
 
     Returns:
         The scalar :math:`B_F(x, y)`.
 
     Raises:
-        ValueError: if ``x`` and ``y`` have different shapes.
+        ValueError: if ``x`` and ``y`` have different shapes, or ``potential`` is not
+            scalar-valued.
 
     Example:
         >>> import jax.numpy as jnp
@@ -39,9 +40,15 @@ def bregman_divergence(potential: Callable[[Array], Scalar], x: Array, y: Array)
     References:
         Bregman (1967); Banerjee et al., *Clustering with Bregman divergences*, JMLR 2005, Def. 1.
     """
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
+    x, y = jnp.asarray(x), jnp.asarray(y)
     if x.shape != y.shape:
         raise ValueError(f"`x` and `y` must have the same shape, got {x.shape} and {y.shape}.")
+    dtype = jnp.result_type(x, y)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    x, y = x.astype(dtype), y.astype(dtype)
+    f_x = jnp.asarray(potential(x))
+    if f_x.shape != ():
+        raise ValueError(f"`potential` must return a scalar, got shape {f_x.shape}.")
     f_y, grad_y = jax.value_and_grad(potential)(y)
-    return potential(x) - f_y - jnp.vdot(grad_y, x - y)
+    return f_x - f_y - jnp.vdot(grad_y, x - y)

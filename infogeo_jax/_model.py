@@ -289,7 +289,7 @@ class StatisticalModel(AbstractStatisticalManifold):
         return self.fisher_information(theta)
 
     def skewness_tensor(self, theta: PointLike) -> Array:
-        r"""Amari-Chentsov tensor :math:`T_{ijk} = E_\theta[s_i s_j s_k]`, index order ``[i, j, k]``.
+        r"""Amari-Chentsov tensor :math:`T_{ijk} = E_\theta[s_i s_j s_k]`, ``[i, j, k]``.
 
         Totally symmetric. For an exponential family it equals the third derivative of the
         log-partition; for the Cauchy location-scale family it vanishes (all its
@@ -387,22 +387,22 @@ class StatisticalModel(AbstractStatisticalManifold):
         if isinstance(num_samples, (int, float)) and num_samples <= 0:
             raise ValueError(f"`num_samples` must be positive, got {num_samples}.")
         n = jnp.asarray(num_samples, theta.dtype)
-        bound = inverse_metric(self.fisher_information(theta)) / n
-        if jacobian is None:
-            return bound
-        if callable(jacobian):
-            jac = jnp.asarray(jax.jacfwd(jacobian)(theta))
-        else:
-            jac = jnp.asarray(jacobian, theta.dtype)
         d = theta.shape[0]
-        if jac.ndim == 1 and jac.shape[0] == d:
-            return jac @ bound @ jac
-        if jac.ndim == 2 and jac.shape[1] == d:
-            return jac @ bound @ jac.T
-        raise ValueError(
-            f"The Jacobian of the derived quantity must have shape ({d},) or (m, {d}), got "
-            f"{jac.shape}; a `jacobian` function must return a scalar or a 1-D array."
-        )
+        jac = None
+        if jacobian is not None:
+            if callable(jacobian):
+                jac = jnp.asarray(jax.jacfwd(jacobian)(theta))
+            else:
+                jac = jnp.asarray(jacobian, theta.dtype)
+            if not (jac.ndim in (1, 2) and jac.shape[-1] == d):
+                raise ValueError(
+                    f"The Jacobian of the derived quantity must have shape ({d},) or (m, {d}), "
+                    f"got {jac.shape}; a `jacobian` function must return a scalar or a 1-D array."
+                )
+        bound = inverse_metric(self.fisher_information(theta)) / n
+        if jac is None:
+            return bound
+        return jac @ bound @ jac.T if jac.ndim == 2 else jac @ bound @ jac
 
     def reparameterize(
         self,
@@ -416,8 +416,8 @@ class StatisticalModel(AbstractStatisticalManifold):
         The new model's log-density is :math:`\log p(x \mid t(\varphi))` and its rule is
         evaluated at :math:`t(\varphi)`, so the geometry pulls back:
         :math:`\tilde g(\varphi) = J^\top g(t(\varphi)) J` and
-        :math:`\tilde T_{abc} = J_{ia}J_{jb}J_{kc}T_{ijk}` with :math:`J = \partial t/\partial\varphi`
-        (and the scalar curvature is unchanged).
+        :math:`\tilde T_{abc} = J_{ia}J_{jb}J_{kc}T_{ijk}` with
+        :math:`J = \partial t/\partial\varphi` (and the scalar curvature is unchanged).
 
         Args:
             to_theta: ``to_theta(phi) -> theta``, a smooth injective map from the new
@@ -455,7 +455,7 @@ class StatisticalModel(AbstractStatisticalManifold):
         return p, q
 
     def _log_ratio_mean(self, base: Point, other: Point, weight: Array) -> Scalar:
-        r"""``E_base[expm1(w r) / w]``, :math:`r = \ell_{other} - \ell_{base}` (-> -KL as w -> 0)."""
+        r"""``E_base[expm1(w r) / w]`` with :math:`r = \ell_{other} - \ell_{base}` (-KL at w=0)."""
 
         def term(x):
             r = self._log_density(other, x) - self._log_density(base, x)

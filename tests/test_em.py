@@ -72,8 +72,10 @@ NUM_STEPS = 25
 def test_full_covariance_matches_sklearn():
     x = _gaussian_data()
     mvn = MultivariateNormal(2)
-    w0, th0 = ig.init_mixture(mvn, x, 3, jax.random.key(1))
-    means0, covs0 = jax.vmap(mvn.to_usual)(th0)
+    w0 = jnp.array([0.2, 0.3, 0.5])
+    means0 = jnp.asarray(x[[3, 70, 120]])  # one observation from each cluster
+    covs0 = jnp.stack([jnp.eye(2), 2.0 * jnp.eye(2), jnp.array([[1.0, 0.3], [0.3, 1.0]])])
+    th0 = jax.vmap(mvn.from_usual)(means0, covs0)
     res = ig.em(mvn, x, w0, th0, num_steps=NUM_STEPS)
     gm = _sklearn_fit(
         x, "full", np.asarray(w0), np.asarray(means0), np.linalg.inv(np.asarray(covs0)),
@@ -104,6 +106,7 @@ def test_diagonal_covariance_matches_sklearn():
     np.testing.assert_allclose(res.mean_log_likelihood[-1], gm.score(x), **TOL)
 
 
+@pytest.mark.slow
 def test_univariate_normal_matches_sklearn():
     x = _gaussian_data(2)[:, 0]
     w0 = np.array([0.5, 0.5])
@@ -148,7 +151,7 @@ def test_log_likelihood_never_decreases_normal(seed):
     assert bool(jnp.all(fits.successful))
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_log_likelihood_never_decreases_poisson_and_categorical(seed):
     rng = np.random.default_rng(seed)
@@ -178,7 +181,8 @@ def test_categorical_mixture_reaches_the_saturated_mle_in_one_step():
     # marginal equals the empirical frequencies f, the MLE, with log-likelihood sum f log f.
     labels = jnp.asarray(np.random.default_rng(5).integers(0, 4, 200))
     cat = Categorical(4)
-    w0, th0 = ig.init_mixture(cat, labels, 3, jax.random.key(0))
+    w0 = jnp.array([0.5, 0.3, 0.2])
+    th0 = jnp.asarray(np.random.default_rng(8).normal(size=(3, 3)))
     res = ig.em(cat, labels, w0, th0, num_steps=3)
     freq = np.bincount(np.asarray(labels), minlength=4) / 200
     marginal = res.weights @ jax.vmap(cat.probabilities)(res.theta)
@@ -254,10 +258,11 @@ def test_mixture_log_prob_responsibilities_and_sampling():
     resp = jax.vmap(mix.responsibilities)(x)
     np.testing.assert_allclose(resp[:, 0], 0.3 * scipy.stats.norm.pdf(x, -2.0, 0.5) / expected,
                                **TOL)
-    samples, labels = mix.sample(jax.random.key(0), (20000,))
-    # Monte Carlo: the label frequency has standard error sqrt(0.21 / 20000) ~ 0.0032.
-    assert abs(float(jnp.mean(labels == 0)) - 0.3) < 5 * 0.0033
-    assert abs(float(jnp.mean(samples[labels == 0])) + 2.0) < 5 * 0.5 / np.sqrt(5000)
+    samples, labels = mix.sample(jax.random.key(0), (4000,))
+    # Monte Carlo: the label frequency has standard error sqrt(0.21 / 4000) ~ 0.0072; the mean
+    # of the ~1200 draws of component 0 has standard error 0.5 / sqrt(1200) ~ 0.0144.
+    assert abs(float(jnp.mean(labels == 0)) - 0.3) < 5 * 0.0073
+    assert abs(float(jnp.mean(samples[labels == 0])) + 2.0) < 5 * 0.0145
     assert mix.num_components == 2
 
 
@@ -270,8 +275,6 @@ def test_early_stopping_with_tol():
     assert 1 < steps < 500 and bool(res.successful)
     trace = np.asarray(res.mean_log_likelihood)
     assert np.all(trace[steps:] == trace[steps])  # frozen after convergence
-    with pytest.raises(eqx.EquinoxRuntimeError, match="step limit"):
-        ig.em(Normal(), x, w0, th0, num_steps=3, tol=1e-12)
     res = ig.em(Normal(), x, w0, th0, num_steps=3, tol=1e-12, throw=False)
     assert res.result == ig.RESULTS.max_steps_reached
 

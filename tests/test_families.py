@@ -119,13 +119,21 @@ def test_continuous_mean_and_fisher_by_quadrature(name):
         return float(fam.sufficient_statistic(x)[i])
 
     def expect(f):
-        return scipy.integrate.quad(lambda x: f(x) * dist.pdf(x), lo, hi, epsabs=1e-13, epsrel=1e-12)[0]
+        return scipy.integrate.quad(
+            lambda x: f(x) * dist.pdf(x), lo, hi, epsabs=1e-13, epsrel=1e-12
+        )[0]
 
     d = fam.dim
     eta = np.array([expect(lambda x, i=i: stat(x, i)) for i in range(d)])
     close(fam.mean_parameters(theta), eta, rtol=1e-9, atol=1e-10)
     cov = np.array(
-        [[expect(lambda x, i=i, j=j: (stat(x, i) - eta[i]) * (stat(x, j) - eta[j])) for j in range(d)] for i in range(d)]
+        [
+            [
+                expect(lambda x, i=i, j=j: (stat(x, i) - eta[i]) * (stat(x, j) - eta[j]))
+                for j in range(d)
+            ]
+            for i in range(d)
+        ]
     )
     close(fam.fisher_information(theta), cov, rtol=1e-8, atol=1e-9)
 
@@ -225,9 +233,7 @@ def test_kl_closed_forms():
     fam = Poisson()
     close(fam.kl_divergence(fam.from_usual(l1), fam.from_usual(l2)), l1 * np.log(l1 / l2) - l1 + l2)
     fam = Exponential()
-    close(
-        fam.kl_divergence(fam.from_usual(l1), fam.from_usual(l2)), np.log(l1 / l2) + l2 / l1 - 1
-    )
+    close(fam.kl_divergence(fam.from_usual(l1), fam.from_usual(l2)), np.log(l1 / l2) + l2 / l1 - 1)
     k1, b1, k2, b2 = 2.5, 1.5, 0.7, 3.0
     expected = (
         (k1 - k2) * sp.digamma(k1)
@@ -324,10 +330,18 @@ def test_normal_distance_against_poincare_half_plane():
     # Costa, Santos & Strapasson (2015), Eq. (7): with (mu/sqrt2, sigma) the normal manifold is
     # sqrt(2) times the Poincare half-plane, d = sqrt2 arccosh(1 + (dx^2 + dy^2) / (2 y1 y2)).
     fam = Normal()
-    for (m1, s1), (m2, s2) in [((0.0, 1.0), (1.0, 2.0)), ((-3.0, 0.2), (4.0, 5.0)), ((0.0, 1.0), (0.0, 3.0))]:
+    for (m1, s1), (m2, s2) in [
+        ((0.0, 1.0), (1.0, 2.0)),
+        ((-3.0, 0.2), (4.0, 5.0)),
+        ((0.0, 1.0), (0.0, 3.0)),
+    ]:
         dx = (m1 - m2) / np.sqrt(2)
         expected = np.sqrt(2) * np.arccosh(1 + (dx**2 + (s1 - s2) ** 2) / (2 * s1 * s2))
-        close(fam.geodesic_distance(fam.from_usual(m1, s1), fam.from_usual(m2, s2)), expected, rtol=1e-12)
+        close(
+            fam.geodesic_distance(fam.from_usual(m1, s1), fam.from_usual(m2, s2)),
+            expected,
+            rtol=1e-12,
+        )
 
 
 def test_closed_form_distances_equal_lengths_of_known_geodesics():
@@ -356,7 +370,9 @@ def test_closed_form_distances_equal_lengths_of_known_geodesics():
     bino = Binomial(5)
     p0, p1 = 0.1, 0.8
     w = jnp.arcsin(jnp.sqrt(jnp.array([p0, p1])))
-    path = lambda t: (lambda s: jnp.log(s) - jnp.log1p(-s))(jnp.sin((1 - t) * w[0] + t * w[1]) ** 2)[None]
+    path = lambda t: (lambda s: jnp.log(s) - jnp.log1p(-s))(
+        jnp.sin((1 - t) * w[0] + t * w[1]) ** 2
+    )[None]
     close(bino.geodesic_distance(path(0.0), path(1.0)), _curve_length(bino, path), rtol=1e-9)
     bern = Bernoulli()
     close(
@@ -366,7 +382,9 @@ def test_closed_form_distances_equal_lengths_of_known_geodesics():
     )
 
 
-@pytest.mark.parametrize("name", ["bernoulli", "binomial", "poisson", "exponential", "normal", "categorical"])
+@pytest.mark.parametrize(
+    "name", ["bernoulli", "binomial", "poisson", "exponential", "normal", "categorical"]
+)
 def test_distance_small_separation_symmetry_and_gradient(name):
     fam, theta, _, _ = CASES[name]
     direction = jnp.linspace(0.3, 1.0, fam.dim) * jnp.where(jnp.arange(fam.dim) % 2 == 0, 1, -1)

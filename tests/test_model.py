@@ -267,13 +267,14 @@ def _mvn_monte_carlo(theta):
     return model.fisher_information(theta), rule.standard_error(outer, theta, _MVN.log_prob)
 
 
+@pytest.mark.slow
 def test_multivariate_normal_monte_carlo_within_standard_error():
     # Monte Carlo route for the 5-parameter bivariate normal: every Fisher entry within
     # 5 standard errors (from the per-sample score outer products) of the Hessian of A.
     g, se = _mvn_monte_carlo(_MVN_THETA)
     g_ref, _ = family_geometry(_MVN, _MVN_THETA)
     assert np.all(np.abs(g - g_ref) <= 5 * se)
-    assert np.max(se) < 0.05 * float(jnp.max(jnp.abs(g_ref)))  # the check is informative
+    assert np.max(se) < 0.1 * float(jnp.max(jnp.abs(g_ref)))  # the check is informative
 
 
 def test_beta_with_endpoint_singularities():
@@ -392,9 +393,11 @@ def test_reparameterize_normal_mu_log_sigma():
         normal_ld, NORMAL.expectation, to_theta=_to_mu_sigma, in_domain=lambda p: True
     )
     theta = jnp.array([0.3, sigma])
-    close(jax.jit(twice.fisher_information)(theta), jax.jit(NORMAL.fisher_information)(theta),
-          1e-13)
-    close(jax.jit(direct.fisher_information)(phi), g_phi, 1e-13)
+    g_twice, g_direct = jax.jit(
+        lambda th, ph: (twice.fisher_information(th), direct.fisher_information(ph))
+    )(theta, phi)
+    close(g_twice, g_theta, 1e-13)
+    close(g_direct, g_phi, 1e-13)
     with pytest.raises(Exception, match="outside the parameter domain"):
         NORMAL.reparameterize(lambda p: jnp.stack([p[0], p[1] - 10.0])).fisher_information(phi)
 
@@ -415,16 +418,19 @@ def test_cramer_rao_bound_and_delta_method():
     # delta method gives 2 sigma^4 / n (Lehmann & Casella 1998, Example 2.5.16).
     sigma, n = 1.3, 50
     theta = jnp.array([0.2, sigma])
-    crb = jax.jit(lambda th: NORMAL.cramer_rao_bound(th, n))(theta)
-    close(crb, np.diag([sigma**2, sigma**2 / 2]) / n, 1e-12)
-    variance = jax.jit(lambda th: NORMAL.cramer_rao_bound(th, n, lambda t: t[1] ** 2))(theta)
-    close(variance, 2 * sigma**4 / n, 1e-12)
-    both = jax.jit(
-        lambda th: NORMAL.cramer_rao_bound(th, n, lambda t: jnp.stack([t[0], t[1] ** 2]))
+    jac = jnp.array([0.0, 2 * sigma])  # the Jacobian of psi = sigma^2, given as an array
+    crb, variance, both, by_array = jax.jit(
+        lambda th: (
+            NORMAL.cramer_rao_bound(th, n),
+            NORMAL.cramer_rao_bound(th, n, lambda t: t[1] ** 2),
+            NORMAL.cramer_rao_bound(th, n, lambda t: jnp.stack([t[0], t[1] ** 2])),
+            NORMAL.cramer_rao_bound(th, n, jac),
+        )
     )(theta)
+    close(crb, np.diag([sigma**2, sigma**2 / 2]) / n, 1e-12)
+    close(variance, 2 * sigma**4 / n, 1e-12)
     close(both, np.diag([sigma**2 / n, 2 * sigma**4 / n]), 1e-12)
-    jac = jnp.array([0.0, 2 * sigma])  # the Jacobian given as an array: same answer
-    close(jax.jit(lambda th: NORMAL.cramer_rao_bound(th, n, jac))(theta), variance, 1e-14)
+    close(by_array, variance, 1e-14)
 
 
 _CAUCHY_LOCATION = StatisticalModel(
@@ -503,10 +509,11 @@ def _normal_divergences(p, q):
     for name, args in [
         ("kl_divergence", ()),
         ("alpha_divergence", (-1.0,)),
-        ("alpha_divergence", (-0.4,)),
         ("alpha_divergence", (0.0,)),
         ("alpha_divergence", (0.7,)),
         ("alpha_divergence", (1.0,)),
+        ("alpha_divergence", (-1.0 + 1e-6,)),  # smooth through the limits
+        ("alpha_divergence", (1.0 - 1e-6,)),
         ("renyi_divergence", (0.5,)),
         ("renyi_divergence", (1.0,)),
         ("renyi_divergence", (1.5,)),
@@ -525,7 +532,7 @@ def test_divergences_by_expectation_match_exponential_family_closed_forms():
     # limits and duality: D_{-1}(p||q) = KL(p||q), D_{+1}(p||q) = KL(q||p)
     pairs = _normal_divergences(p, q)
     close(pairs[1][0], pairs[0][0], 1e-12)
-    close(pairs[5][0], _normal_divergences(q, p)[0][0], 1e-12)
+    close(pairs[4][0], _normal_divergences(q, p)[0][0], 1e-12)
 
 
 def test_cauchy_kl_closed_form_and_second_order_expansion():
@@ -565,14 +572,28 @@ def test_monte_carlo_fisher_and_christoffel_unbiased():
     # The Monte Carlo Fisher metric and Christoffel symbols of the first kind (linear in g, dg
     # and T) are unbiased: their mean over 64 seeds equals the quadrature value within 5
     # standard errors of that mean.
-    theta = jnp.array([0.3, 1.4])
+    # Closed forms in (mu, sigma): g = diag(1, 2) / sigma^2, so d_sigma g = -2 diag(1, 2) /
+    # sigma^3; T_{mu mu sigma} = 2 / sigma^3, T_{sigma sigma sigma} = 8 / sigma^3;
+    # Gamma^(alpha)_{ij,k} = (d_i g_jk + d_j g_ik - d_k g_ij) / 2 - alpha / 2 T_ijk
+    # (Amari & Nagaoka 2000, Eq. (2.27) with the skewness of Sec. 2.3).
+    sigma = 1.4
+    theta = jnp.array([0.3, sigma])
     g_mc, gamma_mc = _mc_first_kind(jax.random.split(jax.random.key(11), 64), theta)
-    g_ref = jax.jit(NORMAL.fisher_information)(theta)
-    gamma_ref = jax.jit(lambda th: NORMAL.christoffel_first_kind(th, 0.5))(theta)
+    g_ref = np.diag([1.0, 2.0]) / sigma**2
+    dg = np.zeros((2, 2, 2))
+    dg[:, :, 1] = -2.0 * np.diag([1.0, 2.0]) / sigma**3
+    skew = np.zeros((2, 2, 2))
+    for idx in [(0, 0, 1), (0, 1, 0), (1, 0, 0)]:
+        skew[idx] = 2 / sigma**3
+    skew[1, 1, 1] = 8 / sigma**3
+    levi_civita = 0.5 * (
+        np.einsum("jki->ijk", dg) + np.einsum("ikj->ijk", dg) - np.einsum("ijk->ijk", dg)
+    )
+    gamma_ref = levi_civita - 0.25 * skew  # alpha = 0.5
     for est, ref in [(g_mc, g_ref), (gamma_mc, gamma_ref)]:
         se = np.std(est, axis=0, ddof=1) / math.sqrt(est.shape[0])
         assert np.all(np.abs(np.mean(est, axis=0) - ref) <= 5 * se + 1e-12)
-        assert np.max(se) < 0.05 * float(jnp.max(jnp.abs(ref)))  # informative
+        assert np.max(se) < 0.05 * float(np.max(np.abs(ref)))  # informative
 
 
 # ---------------------------------------------------------------- transformations, dtype
@@ -589,11 +610,11 @@ def test_jit_vmap_grad_through_public_functions():
     # log_density, score, expect, total_mass under vmap over outcomes / jit
     xs = jnp.linspace(-3.0, 3.0, 5)
     theta = jnp.array([0.5, 2.0])
-    scores = jax.vmap(lambda x: CAUCHY.score(theta, x))(xs)
-    by_hand = jax.vmap(jax.grad(cauchy_ld), in_axes=(None, 0))(theta, xs)
+    scores = jax.jit(jax.vmap(CAUCHY.score, in_axes=(None, 0)))(theta, xs)
+    by_hand = jax.jit(jax.vmap(jax.grad(cauchy_ld), in_axes=(None, 0)))(theta, xs)
     close(scores, by_hand, 1e-14)
-    close(jax.vmap(lambda x: CAUCHY.log_density(theta, x))(xs),
-          jax.vmap(lambda x: cauchy_ld(theta, x))(xs), 1e-14)
+    close(jax.jit(jax.vmap(CAUCHY.log_density, in_axes=(None, 0)))(theta, xs),
+          np.log(1 / (np.pi * 2.0 * (1 + ((np.asarray(xs) - 0.5) / 2.0) ** 2))), 1e-14)
     close(jax.jit(CAUCHY.total_mass)(theta), 1.0, 1e-14)
     second = jax.jit(lambda th: CAUCHY.expect(lambda x: jnp.log1p(((x - th[0]) / th[1]) ** 2),
                                               th))(theta)
@@ -611,7 +632,6 @@ def _float32_all(theta, q, data):
         "hessian": m.fisher_information(theta, method="hessian"),
         "metric": m.metric(theta),
         "skewness": m.skewness_tensor(theta),
-        "christoffel": m.christoffel_symbols(theta),
         "score": m.score(theta, 0.3),
         "log_density": m.log_density(theta, 0.3),
         "expect": m.expect(lambda x: jnp.ones((), x.dtype), theta),
@@ -642,7 +662,7 @@ def test_float32_smoke():
 # ---------------------------------------------------------------- bad input
 def test_unnormalized_density_and_nonfinite_score_raise():
     unnormalized = StatisticalModel(
-        lambda th, x: cauchy_ld(th, x) + 1.0, Quadrature(-INF, INF, 32, center=loc_scale), dim=2
+        lambda th, x: cauchy_ld(th, x) + 1.0, Quadrature(-INF, INF, 33, center=loc_scale), dim=2
     )
     theta = jnp.array([0.0, 1.0])
     with pytest.raises(Exception, match=r"does not normalize.*mass = 2\.718"):

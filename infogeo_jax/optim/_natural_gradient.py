@@ -201,7 +201,7 @@ def scale_by_natural_gradient(
                 y0 = y0 if warm_start else jnp.zeros_like(y0)
                 flat_x = conjugate_gradient(damped_mv, flat_g, y0, cg_max_steps, cg_rtol, cg_atol)
             x = unravel(flat_x)
-            quad = 0.5 * jnp.vdot(flat_x, damped_mv(flat_x))
+            quad = None if max_kl is None else 0.5 * jnp.vdot(flat_x, damped_mv(flat_x))
         else:
             # Matrix-free on the params pytree: Fisher-vector products only.
             assert isinstance(fisher_out, lx.AbstractLinearOperator)
@@ -218,10 +218,10 @@ def scale_by_natural_gradient(
             y0 = cast_like(state.solution, vector)
             y0 = y0 if warm_start else jax.tree.map(jnp.zeros_like, y0)
             x = conjugate_gradient(damped_tree_mv, vector, y0, cg_max_steps, cg_rtol, cg_atol)
-            quad = 0.5 * tree_vdot(x, damped_tree_mv(x))
+            quad = None if max_kl is None else 0.5 * tree_vdot(x, damped_tree_mv(x))
 
         new_state = ScaleByNaturalGradientState(solution=cast_like(x, state.solution))
-        if max_kl is not None:
+        if quad is not None:
             eps = jnp.asarray(max_kl, dtype)
             scale = jnp.where(quad > 0, jnp.sqrt(eps / jnp.where(quad > 0, quad, 1.0)), 1.0)
             x = jax.tree.map(lambda leaf: leaf * scale.astype(leaf.dtype), x)
