@@ -36,8 +36,10 @@ def discover() -> list[str]:
 
 def machine_summary() -> list[str]:
     """A few lines describing the machine and the library versions."""
-    lines = [f"python {platform.python_version()}, jax {jax.__version__}, "
-             f"device {jax.devices()[0].device_kind}, {os.cpu_count()} logical CPUs"]
+    lines = [
+        f"python {platform.python_version()}, jax {jax.__version__}, "
+        f"device {jax.devices()[0].device_kind}, {os.cpu_count()} logical CPUs"
+    ]
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         model = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Model name" in ln]
@@ -62,8 +64,12 @@ def group(module: str, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="run only these modules (e.g. bench_scaling or scaling)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only these modules (e.g. bench_scaling or scaling)",
+    )
     parser.add_argument("--markdown", metavar="PATH", help="also write the tables to PATH")
     args = parser.parse_args(argv)
 

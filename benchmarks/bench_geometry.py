@@ -36,8 +36,13 @@ from infogeo_jax.geometry import RESULTS, GeodesicSolver  # noqa: E402
 from ._common import import_geomstats, print_table, time_call, time_jitted  # noqa: E402
 
 REFERENCE = GeodesicSolver(
-    ode_solver=diffrax.Tsit5(), rtol=1e-13, atol=1e-13, newton_rtol=1e-12, newton_atol=1e-12,
-    num_segments=8, max_steps=16384,
+    ode_solver=diffrax.Tsit5(),
+    rtol=1e-13,
+    atol=1e-13,
+    newton_rtol=1e-12,
+    newton_atol=1e-12,
+    num_segments=8,
+    max_steps=16384,
 )
 # Points on which geomstats is timed (then scaled to the batch) where it takes minutes.
 GEOMSTATS_POINTS = {
@@ -123,12 +128,16 @@ def _curvature_rows(quick: bool) -> list[dict]:
                     max_abs_diff=float(np.max(np.abs(value[:m] - ref))),
                 )
             else:
-                row.update(geomstats_ms=None, geomstats_points=None, speedup=None,
-                           max_abs_diff=None)
+                row.update(
+                    geomstats_ms=None, geomstats_points=None, speedup=None, max_abs_diff=None
+                )
             rows.append(row)
             compile_rows.append(
-                {"table": "compile + first call (s)", "function": f"{name} {quantity} (vmap)",
-                 "seconds": first}
+                {
+                    "table": "compile + first call (s)",
+                    "function": f"{name} {quantity} (vmap)",
+                    "seconds": first,
+                }
             )
     return rows + compile_rows
 
@@ -149,8 +158,11 @@ def _distance_rows(quick: bool) -> list[dict]:
             first, best = time_jitted(distance, a, b, repeats=3 if quick else 5)
             if i == 0:
                 compile_rows.append(
-                    {"table": "compile + first call (s)", "function": f"{name} distance",
-                     "seconds": first}
+                    {
+                        "table": "compile + first call (s)",
+                        "function": f"{name} distance",
+                        "seconds": first,
+                    }
                 )
             d = float(distance(a, b))
             ref = float(reference(a, b))

@@ -37,9 +37,7 @@ def normal_log_density(theta, x):
 def beta_log_density(theta, x):
     a, b = theta[0], theta[1]
     gammaln = jax.scipy.special.gammaln
-    return (a - 1) * jnp.log(x) + (b - 1) * jnp.log1p(-x) - gammaln(a) - gammaln(b) + gammaln(
-        a + b
-    )
+    return (a - 1) * jnp.log(x) + (b - 1) * jnp.log1p(-x) - gammaln(a) - gammaln(b) + gammaln(a + b)
 
 
 # ---------------------------------------------------------------- closed forms

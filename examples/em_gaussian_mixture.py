@@ -62,10 +62,18 @@ def draw_ellipses(ax, family, theta, weights, style="-", alpha=1.0, label=None):
         angle = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
         for scale in (1.0, 2.0):
             ax.add_patch(
-                Ellipse(mean, 2 * scale * np.sqrt(vals[1]), 2 * scale * np.sqrt(vals[0]),
-                        angle=angle, fill=False, ls=style, lw=1.8 if scale == 1 else 0.9,
-                        color=COLORS[k], alpha=alpha,
-                        label=label if (k == 0 and scale == 1.0) else None)
+                Ellipse(
+                    mean,
+                    2 * scale * np.sqrt(vals[1]),
+                    2 * scale * np.sqrt(vals[0]),
+                    angle=angle,
+                    fill=False,
+                    ls=style,
+                    lw=1.8 if scale == 1 else 0.9,
+                    color=COLORS[k],
+                    alpha=alpha,
+                    label=label if (k == 0 and scale == 1.0) else None,
+                )
             )
         ax.plot(*mean, "x", color=COLORS[k], ms=8, mew=2, alpha=alpha)
 
@@ -123,8 +131,11 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     rgb = np.clip(np.asarray(resp) @ COLORS, 0, 1)
     ax.scatter(data[:, 0], data[:, 1], c=rgb, s=10)
     draw_ellipses(ax, family, th_old, w_old, style="--", label="model before the step")
-    ax.set(title=f"E-step {shown + 1}: e-projection onto the data manifold\n"
-                 "colour = responsibilities p(component | x)", **lim)
+    ax.set(
+        title=f"E-step {shown + 1}: e-projection onto the data manifold\n"
+        "colour = responsibilities p(component | x)",
+        **lim,
+    )
     ax.legend(loc="lower left")
 
     # (b) the M-step: each component's moments matched to its weighted points.
@@ -135,10 +146,12 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     for k in range(3):
         a = np.asarray(family.to_usual(th_old[k])[0])
         b = np.asarray(family.to_usual(th_new[k])[0])
-        ax.annotate("", xy=b, xytext=a,
-                    arrowprops=dict(arrowstyle="->", color=COLORS[k], lw=2))
-    ax.set(title=f"M-step {shown + 1}: m-projection onto the model\n"
-                 "(weighted mean and covariance of each soft cluster)", **lim)
+        ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="->", color=COLORS[k], lw=2))
+    ax.set(
+        title=f"M-step {shown + 1}: m-projection onto the model\n"
+        "(weighted mean and covariance of each soft cluster)",
+        **lim,
+    )
     ax.legend(loc="lower left")
 
     # (c) the final fit of the best restart.
@@ -147,8 +160,11 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     resp_final = jax.vmap(final.responsibilities)(data)
     ax.scatter(data[:, 0], data[:, 1], c=np.clip(np.asarray(resp_final) @ COLORS, 0, 1), s=10)
     draw_ellipses(ax, family, fits.theta[best], fits.weights[best])
-    ax.set(title=f"Best of {num_restarts} restarts after {num_steps} steps\n"
-                 "(ellipses at 1 and 2 standard deviations)", **lim)
+    ax.set(
+        title=f"Best of {num_restarts} restarts after {num_steps} steps\n"
+        "(ellipses at 1 and 2 standard deviations)",
+        **lim,
+    )
 
     # (d) the log-likelihood of every restart.
     ax = axes["restarts"]
@@ -158,10 +174,13 @@ def main(quick: bool = False, output: str | None = None) -> dict:
         ax.plot(steps, traces[r], color="0.7", lw=1, label="other restarts" if i == 0 else None)
     ax.plot(steps, traces[best], color="k", lw=2, label="best restart")
     low = np.percentile(traces[:, 0], 10)
-    ax.set(xlabel="EM step", ylabel="mean log-likelihood per point",
-           title=f"{num_restarts} restarts in one vmapped call: the log-likelihood never decreases",
-           ylim=(low, traces.max() + 0.05 * (traces.max() - low)),
-           xlim=(0, min(num_steps, 40)))
+    ax.set(
+        xlabel="EM step",
+        ylabel="mean log-likelihood per point",
+        title=f"{num_restarts} restarts in one vmapped call: the log-likelihood never decreases",
+        ylim=(low, traces.max() + 0.05 * (traces.max() - low)),
+        xlim=(0, min(num_steps, 40)),
+    )
     ax.legend(loc="lower right")
 
     # (e) the ELBO staircase: each half step (projection) closes part of the gap to the optimum.
@@ -169,13 +188,27 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     xs, ys = (np.asarray(v) for v in zip(*staircase))
     gap = traces[best, -1] - ys
     ax.semilogy(xs, gap, color="0.5", lw=1)
-    ax.semilogy(xs[0::2], gap[0::2], "o", color="tab:red", ms=6,
-                label="after the E-step (e-projection): ELBO = log-likelihood")
-    ax.semilogy(xs[1::2], gap[1::2], "s", color="tab:blue", ms=6,
-                label="after the M-step (m-projection), responsibilities fixed")
-    ax.set(xlabel="EM step (half steps: E then M)",
-           ylabel="final log-likelihood - ELBO",
-           title="Alternating projections: both half steps raise the ELBO")
+    ax.semilogy(
+        xs[0::2],
+        gap[0::2],
+        "o",
+        color="tab:red",
+        ms=6,
+        label="after the E-step (e-projection): ELBO = log-likelihood",
+    )
+    ax.semilogy(
+        xs[1::2],
+        gap[1::2],
+        "s",
+        color="tab:blue",
+        ms=6,
+        label="after the M-step (m-projection), responsibilities fixed",
+    )
+    ax.set(
+        xlabel="EM step (half steps: E then M)",
+        ylabel="final log-likelihood - ELBO",
+        title="Alternating projections: both half steps raise the ELBO",
+    )
     ax.legend(loc="upper right")
     fig.tight_layout()
 
@@ -190,9 +223,11 @@ def main(quick: bool = False, output: str | None = None) -> dict:
         "elbo_staircase": [y for _, y in staircase],
         "output": output,
     }
-    print(f"best restart: mean log-likelihood {summary['initial_log_likelihood']:.4f} -> "
-          f"{summary['final_log_likelihood']:.4f}; smallest step increment "
-          f"{summary['min_increment']:.2e} (never negative); figure: {output}")
+    print(
+        f"best restart: mean log-likelihood {summary['initial_log_likelihood']:.4f} -> "
+        f"{summary['final_log_likelihood']:.4f}; smallest step increment "
+        f"{summary['min_increment']:.2e} (never negative); figure: {output}"
+    )
     return summary
 
 

@@ -55,8 +55,11 @@ def curve_length(path):
 
 def main(quick: bool = False, output: str | None = None) -> dict:
     num_times = 41 if quick else 121  # odd: t = 1/2 is a node
-    alphas = (-1.0, -0.5, 0.0, 0.5, 1.0) if quick else (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25,
-                                                        0.5, 0.75, 1.0)
+    alphas = (
+        (-1.0, -0.5, 0.0, 0.5, 1.0)
+        if quick
+        else (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
+    )
     num_rays = 8 if quick else 16
     times = jnp.linspace(0.0, 1.0, num_times)
     start, end = FAMILY.from_usual(-2.0, 0.5), FAMILY.from_usual(2.0, 0.5)
@@ -99,11 +102,18 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     # (a) alpha-geodesics between two normals, over Fisher-Rao distance contours.
     ax = axes[0]
     mu_grid, sigma_grid = np.meshgrid(np.linspace(-3.2, 3.2, 160), np.linspace(0.15, 3.2, 120))
-    thetas = jax.vmap(FAMILY.from_usual)(jnp.asarray(mu_grid.ravel()),
-                                          jnp.asarray(sigma_grid.ravel()))
+    thetas = jax.vmap(FAMILY.from_usual)(
+        jnp.asarray(mu_grid.ravel()), jnp.asarray(sigma_grid.ravel())
+    )
     dist = jax.vmap(lambda t: FAMILY.geodesic_distance(start, t))(thetas).reshape(mu_grid.shape)
-    contour = ax.contour(mu_grid, sigma_grid, np.asarray(dist), levels=np.arange(0.5, 6.1, 0.5),
-                         colors="0.82", linewidths=0.8)
+    contour = ax.contour(
+        mu_grid,
+        sigma_grid,
+        np.asarray(dist),
+        levels=np.arange(0.5, 6.1, 0.5),
+        colors="0.82",
+        linewidths=0.8,
+    )
     ax.clabel(contour, fmt="%.1f", fontsize=7)
 
     def color(a):  # blue (m, alpha = -1) to red (e, alpha = +1), black for Fisher-Rao
@@ -114,17 +124,32 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     for a in alphas:
         mu, sigma = (np.asarray(x) for x in usual[a])
         name = {1.0: " (e-geodesic)", -1.0: " (m-geodesic)", 0.0: " (Fisher-Rao)"}.get(a, "")
-        ax.plot(mu, sigma, color=color(a), lw=2.4 if a in (-1, 0, 1) else 1.3,
-                label=f"alpha = {a:+.2f}{name}")
+        ax.plot(
+            mu,
+            sigma,
+            color=color(a),
+            lw=2.4 if a in (-1, 0, 1) else 1.3,
+            label=f"alpha = {a:+.2f}{name}",
+        )
     mu_line = np.linspace(-2.0, 2.0, 200)
-    ax.plot(mu_line, half_ellipse(-2.0, 0.5, 2.0, 0.5, mu_line), "--", color="gold", lw=1.2,
-            label="closed-form half-ellipse")
+    ax.plot(
+        mu_line,
+        half_ellipse(-2.0, 0.5, 2.0, 0.5, mu_line),
+        "--",
+        color="gold",
+        lw=1.2,
+        label="closed-form half-ellipse",
+    )
     ax.plot([-2, 2], [0.5, 0.5], "ko", ms=6)
     ax.annotate("N(-2, 0.5^2)", (-2, 0.5), (-2.9, 0.2), fontsize=9)
     ax.annotate("N(2, 0.5^2)", (2, 0.5), (1.4, 0.2), fontsize=9)
-    ax.set(xlabel="mean mu", ylabel="standard deviation sigma", xlim=(-3.2, 3.2), ylim=(0, 3.2),
-           title="alpha-geodesics between two normals\n"
-                 "(grey: Fisher-Rao distance from the left end)")
+    ax.set(
+        xlabel="mean mu",
+        ylabel="standard deviation sigma",
+        xlim=(-3.2, 3.2),
+        ylim=(0, 3.2),
+        title="alpha-geodesics between two normals\n(grey: Fisher-Rao distance from the left end)",
+    )
     ax.legend(fontsize=7.5, loc="upper left", ncol=2)
 
     # (b) the spray: geodesic circles of the hyperbolic plane.
@@ -132,13 +157,24 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     for i in range(num_rays):
         ax.plot(np.asarray(ray_usual[0][i]), np.asarray(ray_usual[1][i]), color="tab:blue", lw=1)
     d_center = jax.vmap(lambda t: FAMILY.geodesic_distance(center, t))(thetas)
-    circles = ax.contour(mu_grid, sigma_grid, np.asarray(d_center.reshape(mu_grid.shape)),
-                         levels=[0.5, 1.0, 1.5, 2.0], colors="tab:orange", linewidths=1.2)
+    circles = ax.contour(
+        mu_grid,
+        sigma_grid,
+        np.asarray(d_center.reshape(mu_grid.shape)),
+        levels=[0.5, 1.0, 1.5, 2.0],
+        colors="tab:orange",
+        linewidths=1.2,
+    )
     ax.clabel(circles, fmt="d = %.1f", fontsize=7)
     ax.plot(0, 1, "ko")
-    ax.set(xlabel="mean mu", ylabel="standard deviation sigma", xlim=(-3.2, 3.2), ylim=(0, 3.2),
-           title="Fisher-Rao geodesics of length 2 from N(0, 1)\n"
-                 "(orange: geodesic circles of radius 0.5, 1, 1.5, 2)")
+    ax.set(
+        xlabel="mean mu",
+        ylabel="standard deviation sigma",
+        xlim=(-3.2, 3.2),
+        ylim=(0, 3.2),
+        title="Fisher-Rao geodesics of length 2 from N(0, 1)\n"
+        "(orange: geodesic circles of radius 0.5, 1, 1.5, 2)",
+    )
 
     # (c) the midpoints as densities: mixing in eta spreads mass, in theta keeps sigma.
     ax = axes[2]
@@ -147,13 +183,27 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     for a, style in [(-1.0, "-"), (0.0, "-"), (1.0, "-")]:
         mu, sigma = round(float(usual[a][0][mid]), 2) + 0.0, float(usual[a][1][mid])
         pdf = np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
-        ax.plot(x, pdf, style, color=color(a), lw=2,
-                label=f"alpha = {a:+.0f}: N({mu:.2f}, {sigma:.2f}^2)")
+        ax.plot(
+            x,
+            pdf,
+            style,
+            color=color(a),
+            lw=2,
+            label=f"alpha = {a:+.0f}: N({mu:.2f}, {sigma:.2f}^2)",
+        )
     for m in (-2, 2):
-        ax.plot(x, np.exp(-0.5 * ((x - m) / 0.5) ** 2) / (0.5 * np.sqrt(2 * np.pi)), color="0.6",
-                lw=1, ls=":")
-    ax.set(xlabel="x", ylabel="density", title="Midpoints (t = 1/2) of three geodesics\n"
-                                               "(dotted: the two end points)")
+        ax.plot(
+            x,
+            np.exp(-0.5 * ((x - m) / 0.5) ** 2) / (0.5 * np.sqrt(2 * np.pi)),
+            color="0.6",
+            lw=1,
+            ls=":",
+        )
+    ax.set(
+        xlabel="x",
+        ylabel="density",
+        title="Midpoints (t = 1/2) of three geodesics\n(dotted: the two end points)",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
 
@@ -168,8 +218,10 @@ def main(quick: bool = False, output: str | None = None) -> dict:
         "distance": distance,
         "output": output,
     }
-    print(f"alpha = 0 path: max |sigma - half-ellipse| = {deviation:.2e}; length {length:.10f} "
-          f"(polyline {polyline:.6f}) vs closed-form distance {distance:.10f}; figure: {output}")
+    print(
+        f"alpha = 0 path: max |sigma - half-ellipse| = {deviation:.2e}; length {length:.10f} "
+        f"(polyline {polyline:.6f}) vs closed-form distance {distance:.10f}; figure: {output}"
+    )
     return summary
 
 

@@ -111,8 +111,9 @@ def main(quick: bool = False, output: str | None = None) -> dict:
 
     eg_weights, eg_grads = jax.jit(lambda m: online(eg_update, w0, m))(market)
     ogd_rate = float(np.sqrt(2.0) / (g_max * np.sqrt(num_days)))  # sqrt(2) = simplex diameter
-    ogd_weights, _ = jax.jit(lambda m: online(lambda w, g: project_simplex(w - ogd_rate * g),
-                                              w0, m))(market)
+    ogd_weights, _ = jax.jit(
+        lambda m: online(lambda w, g: project_simplex(w - ogd_rate * g), w0, m)
+    )(market)
 
     def log_wealth(weights):
         return np.cumsum(np.log(np.einsum("ti,ti->t", np.asarray(weights), np.asarray(market))))
@@ -126,9 +127,10 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     }
     for i, name in enumerate(ASSETS):
         curves[f"hold only: {name}"] = np.cumsum(np.log(np.asarray(market[:, i])))
-    regret = curves["best constant rebalancing in hindsight"] - curves[
-        "exponentiated gradient (mirror descent)"
-    ]
+    regret = (
+        curves["best constant rebalancing in hindsight"]
+        - curves["exponentiated gradient (mirror descent)"]
+    )
     bound = np.log(n) / eta + 0.5 * eta * np.cumsum(np.asarray(eg_grads) ** 2)
     assert np.all(np.abs(np.asarray(eg_weights).sum(1) - 1) < 1e-12)
     assert np.all(np.asarray(eg_weights) >= 0)
@@ -157,25 +159,52 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     ax.stackplot(days, np.asarray(eg_weights).T, labels=ASSETS, alpha=0.85, colors=asset_colors)
     # The best constant portfolio in hindsight, as a stacked bar to the right of the last day.
     bar_x, bar_w = num_days * 1.04, num_days * 0.05
-    ax.bar(bar_x, crp, bottom=np.concatenate([[0.0], np.cumsum(crp)[:-1]]), width=bar_w,
-           color=asset_colors, edgecolor="k", alpha=0.85)
-    ax.annotate("best constant\nportfolio", (bar_x, 1.0), xytext=(-4, 4),
-                textcoords="offset points", ha="right", va="bottom", fontsize=8)
-    ax.set(xlabel="day", ylabel="portfolio weights", ylim=(0, 1.27), xlim=(1, num_days * 1.08),
-           title=f"Exponentiated-gradient weights, eta = {eta:.3f}\n"
-                 "(drifting towards the best constant portfolio)")
+    ax.bar(
+        bar_x,
+        crp,
+        bottom=np.concatenate([[0.0], np.cumsum(crp)[:-1]]),
+        width=bar_w,
+        color=asset_colors,
+        edgecolor="k",
+        alpha=0.85,
+    )
+    ax.annotate(
+        "best constant\nportfolio",
+        (bar_x, 1.0),
+        xytext=(-4, 4),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+    )
+    ax.set(
+        xlabel="day",
+        ylabel="portfolio weights",
+        ylim=(0, 1.27),
+        xlim=(1, num_days * 1.08),
+        title=f"Exponentiated-gradient weights, eta = {eta:.3f}\n"
+        "(drifting towards the best constant portfolio)",
+    )
     ax.legend(fontsize=7.5, loc="upper left", ncol=2)
 
     ax = axes[2]
     ax.plot(days, regret, color="tab:red", lw=2, label="regret vs best constant rebalancing")
-    ax.plot(days, bound, color="k", ls="--",
-            label="bound log(n)/eta + (eta/2) sum ||g_t||_inf^2")
-    ax.plot(days, curves["best constant rebalancing in hindsight"] - curves[
-        "online gradient descent + projection"], color="tab:blue", lw=1.2,
-        label="regret of online gradient descent")
+    ax.plot(days, bound, color="k", ls="--", label="bound log(n)/eta + (eta/2) sum ||g_t||_inf^2")
+    ax.plot(
+        days,
+        curves["best constant rebalancing in hindsight"]
+        - curves["online gradient descent + projection"],
+        color="tab:blue",
+        lw=1.2,
+        label="regret of online gradient descent",
+    )
     ax.set_yscale("symlog", linthresh=1.0)
-    ax.set(xlabel="day", ylabel="log-wealth regret (symmetric log scale)",
-           title="Regret stays below the mirror-descent bound", ylim=(None, 1e3))
+    ax.set(
+        xlabel="day",
+        ylabel="log-wealth regret (symmetric log scale)",
+        title="Regret stays below the mirror-descent bound",
+        ylim=(None, 1e3),
+    )
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
 
@@ -190,10 +219,12 @@ def main(quick: bool = False, output: str | None = None) -> dict:
         "max_regret_over_bound": float(np.max(regret - bound)),
         "output": output,
     }
-    print(f"after {num_days} days: log wealth EG {curves[next(iter(curves))][-1]:.3f}, best CRP "
-          f"{curves['best constant rebalancing in hindsight'][-1]:.3f}, uniform CRP "
-          f"{curves['uniform constant rebalancing'][-1]:.3f}; regret {regret[-1]:.3f} <= bound "
-          f"{bound[-1]:.3f}; figure: {output}")
+    print(
+        f"after {num_days} days: log wealth EG {curves[next(iter(curves))][-1]:.3f}, best CRP "
+        f"{curves['best constant rebalancing in hindsight'][-1]:.3f}, uniform CRP "
+        f"{curves['uniform constant rebalancing'][-1]:.3f}; regret {regret[-1]:.3f} <= bound "
+        f"{bound[-1]:.3f}; figure: {output}"
+    )
     return summary
 
 

@@ -45,7 +45,9 @@ def load(quick):
     x, y = x[order], y[order]
     n_train = 600 if quick else 1400
     return (jnp.asarray(x[:n_train]), jnp.asarray(y[:n_train])), (
-        jnp.asarray(x[n_train:]), jnp.asarray(y[n_train:]))
+        jnp.asarray(x[n_train:]),
+        jnp.asarray(y[n_train:]),
+    )
 
 
 def init_params(key, num_features):
@@ -102,33 +104,41 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     params0 = init_params(jax.random.key(0), train_batch[0].shape[1])
     fisher = predictive_fisher(apply, "categorical")
     optimizers = {
-        "natural gradient (CG, 10 steps)": natural_gradient(0.5, fisher, damping=1e-2,
-                                                             cg_max_steps=10),
+        "natural gradient (CG, 10 steps)": natural_gradient(
+            0.5, fisher, damping=1e-2, cg_max_steps=10
+        ),
         "Adam (lr 1e-2)": optax.adam(1e-2),
         "SGD (lr 0.5)": optax.sgd(0.5),
     }
     # The first-order methods take cheaper steps: give them ten times as many, so that the
     # per-second panel compares them at (at least) the natural gradient's wall-clock budget.
-    steps = {name: num_steps if name.startswith("natural") else 10 * num_steps
-             for name in optimizers}
-    results = {name: train(opt, params0, train_batch, steps[name])
-               for name, opt in optimizers.items()}
+    steps = {
+        name: num_steps if name.startswith("natural") else 10 * num_steps for name in optimizers
+    }
+    results = {
+        name: train(opt, params0, train_batch, steps[name]) for name, opt in optimizers.items()
+    }
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     colors = ["tab:red", "tab:blue", "0.35"]
     for (name, (params, losses, seconds)), c in zip(results.items(), colors):
-        axes[0].semilogy(np.arange(num_steps + 1), losses[: num_steps + 1], color=c, lw=2,
-                         label=name)
+        axes[0].semilogy(
+            np.arange(num_steps + 1), losses[: num_steps + 1], color=c, lw=2, label=name
+        )
         label = f"{name}: {steps[name]} steps, test accuracy {accuracy(params, test_batch):.3f}"
-        axes[1].semilogy(np.concatenate([[0.0], seconds[:-1]]), losses, color=c, lw=2,
-                         label=label)
+        axes[1].semilogy(np.concatenate([[0.0], seconds[:-1]]), losses, color=c, lw=2, label=label)
     num_params = sum(p.size for p in jax.tree.leaves(params0))
-    axes[0].set(xlabel="step", ylabel="training cross-entropy (full batch)",
-                title=f"Loss per step ({num_params} parameters, {len(train_batch[1])} images)")
-    axes[1].set(xlabel="wall-clock seconds (compile excluded)",
-                ylabel="training cross-entropy (full batch)",
-                title="Loss per second (first-order methods run 10x more steps)",
-                xlim=(0, 1.05 * results[next(iter(results))][2][-1]))
+    axes[0].set(
+        xlabel="step",
+        ylabel="training cross-entropy (full batch)",
+        title=f"Loss per step ({num_params} parameters, {len(train_batch[1])} images)",
+    )
+    axes[1].set(
+        xlabel="wall-clock seconds (compile excluded)",
+        ylabel="training cross-entropy (full batch)",
+        title="Loss per second (first-order methods run 10x more steps)",
+        xlim=(0, 1.05 * results[next(iter(results))][2][-1]),
+    )
     axes[0].legend()
     axes[1].legend()
     for ax in axes:
@@ -148,9 +158,11 @@ def main(quick: bool = False, output: str | None = None) -> dict:
         "output": output,
     }
     for n in results:
-        print(f"{n:34s} loss {summary['initial_loss'][n]:.4f} -> {summary['final_loss'][n]:.2e} "
-              f"in {steps[n]} steps, {summary['seconds'][n]:.2f} s, test accuracy "
-              f"{summary['test_accuracy'][n]:.3f}")
+        print(
+            f"{n:34s} loss {summary['initial_loss'][n]:.4f} -> {summary['final_loss'][n]:.2e} "
+            f"in {steps[n]} steps, {summary['seconds'][n]:.2f} s, test accuracy "
+            f"{summary['test_accuracy'][n]:.3f}"
+        )
     print(f"figure: {output}")
     return summary
 

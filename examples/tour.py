@@ -100,12 +100,11 @@ def main() -> None:
         gap = float(loss(params) - loss(mle))
         print(f"natural-gradient step {k + 1}: NLL - NLL(MLE) = {gap:.3e}")
     # Mirror descent with A as the mirror map and learning rate 1 lands on the MLE in one step.
-    mirror = ig.optim.mirror_descent(
-        1.0, family.log_partition, in_domain=family.in_domain
-    )
+    mirror = ig.optim.mirror_descent(1.0, family.log_partition, in_domain=family.in_domain)
     params = family.from_usual(0.0, 1.0)
     updates, _ = mirror.update(jax.grad(loss)(params), mirror.init(params), params)
     row("mirror descent, 1 step, NLL", loss(optax.apply_updates(params, updates)), loss(mle))
+
 
 if __name__ == "__main__":
     main()

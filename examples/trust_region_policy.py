@@ -100,8 +100,9 @@ def euclidean_same_kl(num_steps):
 
 def main(quick: bool = False, output: str | None = None) -> dict:
     num_steps = 12 if quick else 30
-    trpo = natural_gradient(1.0, manifold_fisher(POLICY), damping=1e-10, solver="dense",
-                            max_kl=DELTA)
+    trpo = natural_gradient(
+        1.0, manifold_fisher(POLICY), damping=1e-10, solver="dense", max_kl=DELTA
+    )
     paths = {
         f"natural gradient, KL <= {DELTA} per step (TRPO)": run_optimizer(trpo, num_steps, True),
         f"vanilla gradient, KL <= {DELTA} per step": euclidean_same_kl(num_steps),
@@ -130,10 +131,22 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     for j, i in enumerate(sorted({0, num_steps // 6, num_steps // 3})):
         center = ng[i]
         kl = np.asarray(jax.vmap(lambda t, c=center: POLICY.kl_divergence(c, t))(flat_theta))
-        ax.contour(xy[..., 0], xy[..., 1], np.where(inside, kl.reshape(p0.shape), np.nan),
-                   levels=[DELTA], colors="tab:purple", linewidths=1.5, linestyles="--")
-    ax.plot([], [], "--", color="tab:purple",
-            label=f"trust regions KL(pi_t || pi) = {DELTA} (round in Fisher geometry)")
+        ax.contour(
+            xy[..., 0],
+            xy[..., 1],
+            np.where(inside, kl.reshape(p0.shape), np.nan),
+            levels=[DELTA],
+            colors="tab:purple",
+            linewidths=1.5,
+            linestyles="--",
+        )
+    ax.plot(
+        [],
+        [],
+        "--",
+        color="tab:purple",
+        label=f"trust regions KL(pi_t || pi) = {DELTA} (round in Fisher geometry)",
+    )
     for (name, path), c in zip(paths.items(), colors):
         pts = to_plane(jax.vmap(POLICY.probabilities)(path))
         ax.plot(pts[:, 0], pts[:, 1], "o-", color=c, ms=3.5, lw=1.5, label=name)
@@ -141,10 +154,20 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     corners = to_plane(np.eye(3))
     ax.plot(*np.vstack([corners, corners[:1]]).T, "k-", lw=1)
     for i, (x, y) in enumerate(corners):
-        ax.annotate(f"arm {i}\nr = {float(REWARDS[i]):.1f}", (x, y), ha="center", fontsize=9,
-                    xytext=(0, -28 if y == 0 else 8), textcoords="offset points")
-    ax.set(aspect="equal", xlim=(-0.1, 1.1), ylim=(-0.42, 0.98),
-           title="Policies on the probability simplex")
+        ax.annotate(
+            f"arm {i}\nr = {float(REWARDS[i]):.1f}",
+            (x, y),
+            ha="center",
+            fontsize=9,
+            xytext=(0, -28 if y == 0 else 8),
+            textcoords="offset points",
+        )
+    ax.set(
+        aspect="equal",
+        xlim=(-0.1, 1.1),
+        ylim=(-0.42, 0.98),
+        title="Policies on the probability simplex",
+    )
     ax.axis("off")
     ax.legend(loc="lower center", fontsize=8.5, ncol=1, bbox_to_anchor=(0.5, -0.02))
 
@@ -152,9 +175,12 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     for (name, r), c in zip(rewards.items(), colors):
         ax.plot(np.arange(len(r)), r, "o-", color=c, ms=3.5, label=name)
     ax.axhline(float(REWARDS.max()), color="k", lw=0.8, ls=":", label="best arm")
-    ax.set(xlabel="policy update", ylabel="expected reward J(pi)",
-           title="Expected reward per update\n(exact KL of every natural step <= "
-                 f"{exact_kl.max():.4f}; radius {DELTA})")
+    ax.set(
+        xlabel="policy update",
+        ylabel="expected reward J(pi)",
+        title="Expected reward per update\n(exact KL of every natural step <= "
+        f"{exact_kl.max():.4f}; radius {DELTA})",
+    )
     ax.legend(loc="center right", fontsize=8.5)
     fig.tight_layout()
 
@@ -170,10 +196,12 @@ def main(quick: bool = False, output: str | None = None) -> dict:
         "exact_kl_per_step": exact_kl.tolist(),
         "output": output,
     }
-    print(f"J: start {summary['initial_reward']:.3f}; after {num_steps} updates: "
-          + ", ".join(f"{n}: {r[-1]:.3f}" for n, r in rewards.items())
-          + f"; exact KL per natural step at most {exact_kl.max():.4f} "
-          f"(radius {DELTA}); figure: {output}")
+    print(
+        f"J: start {summary['initial_reward']:.3f}; after {num_steps} updates: "
+        + ", ".join(f"{n}: {r[-1]:.3f}" for n, r in rewards.items())
+        + f"; exact KL per natural step at most {exact_kl.max():.4f} "
+        f"(radius {DELTA}); figure: {output}"
+    )
     return summary
 
 

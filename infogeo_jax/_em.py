@@ -333,8 +333,14 @@ def em(
         steps = steps + jnp.where(keep, 0, 1)
         return (weights, theta, done, healthy, steps, ll), ll
 
-    carry0 = (weights, theta, jnp.asarray(False), jnp.asarray(True), jnp.asarray(0),
-              jnp.asarray(jnp.inf, dtype))
+    carry0 = (
+        weights,
+        theta,
+        jnp.asarray(False),
+        jnp.asarray(True),
+        jnp.asarray(0),
+        jnp.asarray(jnp.inf, dtype),
+    )
     (weights, theta, done, healthy, steps, _), trace = jax.lax.scan(
         step, carry0, None, length=num_steps
     )

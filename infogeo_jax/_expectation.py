@@ -235,9 +235,7 @@ class AbstractQuadratureRule(AbstractExpectation):
         bad_mass = jnp.abs(mass - 1.0) > tol
         # One check with the first failing reason (fewer callbacks to trace and differentiate).
         index = jnp.where(bad_density, 0, jnp.where(bad_values, 1, 2))
-        return eqx.branched_error_if(
-            result, bad_density | bad_values | bad_mass, index, messages
-        )
+        return eqx.branched_error_if(result, bad_density | bad_values | bad_mass, index, messages)
 
 
 class FiniteSupport(AbstractQuadratureRule):
@@ -644,8 +642,9 @@ class MonteCarlo(AbstractExpectation):
         )
         if check_finite:
             result = eqx.error_if(
-                result, _any_nonfinite(values, jnp.ones((n,), bool)), "MonteCarlo: "
-                + _NONFINITE_MESSAGE
+                result,
+                _any_nonfinite(values, jnp.ones((n,), bool)),
+                "MonteCarlo: " + _NONFINITE_MESSAGE,
             )
         return result
 

@@ -91,8 +91,7 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
     def log_base_measure(self, x: Sample) -> Scalar:
         r"""The log base measure :math:`\log h(x)`."""
         raise NotImplementedError(
-            f"{type(self).__name__} has no base measure; pass `log_base_measure=` to use "
-            "densities."
+            f"{type(self).__name__} has no base measure; pass `log_base_measure=` to use densities."
         )
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
@@ -631,9 +630,7 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         """
         p, q = self._prepare_pair(p, q)
         order = _as_scalar(order, p.dtype, "order")
-        order = eqx.error_if(
-            order, order < 0, "renyi_divergence: the order must be non-negative."
-        )
+        order = eqx.error_if(order, order < 0, "renyi_divergence: the order must be non-negative.")
         s, ok = self._log_affinity_over_weight(p, q, 1.0 - order)
         return jnp.where(ok, -jnp.where(ok, s, 0.0), jnp.inf)
 
@@ -768,9 +765,7 @@ def _newton_state(raw_a, eta, theta, rtol, atol):
     step = -inverse @ residual
     decrement = jnp.sqrt(jnp.abs(residual @ step))
     scale = jnp.sqrt(jnp.abs(eta) @ jnp.abs(inverse) @ jnp.abs(eta))
-    converged = jnp.logical_and(
-        jnp.all(jnp.isfinite(step)), decrement <= atol + rtol * scale
-    )
+    converged = jnp.logical_and(jnp.all(jnp.isfinite(step)), decrement <= atol + rtol * scale)
     return residual, step, decrement, converged
 
 

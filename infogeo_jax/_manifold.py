@@ -169,9 +169,7 @@ class AbstractStatisticalManifold(eqx.Module):
             -1.0
         """
         theta = self.check_point(theta)
-        return _curvature.scalar_from_ricci(
-            self.metric(theta), self.ricci_tensor(theta, alpha)
-        )
+        return _curvature.scalar_from_ricci(self.metric(theta), self.ricci_tensor(theta, alpha))
 
     def sectional_curvature(
         self, theta: PointLike, u: Tangent, v: Tangent, alpha: ScalarLike = 0.0
@@ -199,7 +197,6 @@ class AbstractStatisticalManifold(eqx.Module):
     def norm(self, theta: PointLike, v: Tangent) -> Scalar:
         r"""Norm :math:`\sqrt{g_{ij}(\theta) v^i v^j}` of a tangent vector."""
         return safe_sqrt(self.inner(theta, v, v))
-
 
     # ------------------------------------------------------------------ geodesics
     def _christoffel_contract(
@@ -376,7 +373,13 @@ class AbstractStatisticalManifold(eqx.Module):
             raise ValueError(f"`t` must be a scalar or a 1-D array of times, got {t_arr.shape}.")
         nonnegative = _concretely_nonnegative(t)
         out = _geodesic_impl(
-            self, alpha, theta, v, jnp.atleast_1d(t_arr), _settings(solver, theta), throw,
+            self,
+            alpha,
+            theta,
+            v,
+            jnp.atleast_1d(t_arr),
+            _settings(solver, theta),
+            throw,
             nonnegative,
         )
         return out[0] if t_arr.ndim == 0 else out
@@ -596,6 +599,7 @@ class AbstractStatisticalManifold(eqx.Module):
         dtype = jnp.result_type(theta_0.dtype, theta_1.dtype)
         return theta_0.astype(dtype), theta_1.astype(dtype)
 
+
 class StatisticalManifold(AbstractStatisticalManifold):
     r"""A statistical manifold from a user's metric (and optional skewness) function.
 
@@ -786,9 +790,7 @@ def _geodesic_impl(space, alpha, theta, v, ts, cfg, throw, nonnegative):
 @eqx.filter_jit
 def _solve_log_map_impl(space, alpha, theta_0, theta_1, cfg) -> LogMapSolution:
     family = _as_exponential_family(space)
-    flat = family is not None and (
-        _is_static_value(alpha, 1.0) or _is_static_value(alpha, -1.0)
-    )
+    flat = family is not None and (_is_static_value(alpha, 1.0) or _is_static_value(alpha, -1.0))
     if family is not None and flat:
         if _is_static_value(alpha, 1.0):
             v = u = theta_1 - theta_0

@@ -48,9 +48,7 @@ class _PulledBackDomain(eqx.Module):
     def __call__(self, phi: Point) -> Scalar:
         theta = jnp.asarray(self.to_theta(phi))
         if theta.ndim != 1:
-            raise ValueError(
-                f"`to_theta(theta)` must return a 1-D array, got shape {theta.shape}."
-            )
+            raise ValueError(f"`to_theta(theta)` must return a 1-D array, got shape {theta.shape}.")
         return self.in_domain(theta)
 
 

@@ -112,7 +112,10 @@ def _expected_statistic(
     given = [
         name
         for name, v in [
-            ("eta", eta), ("samples", samples), ("model", model), ("expectation", expectation)
+            ("eta", eta),
+            ("samples", samples),
+            ("model", model),
+            ("expectation", expectation),
         ]
         if v is not None
     ]
@@ -267,8 +270,8 @@ class _RuleForFamily(eqx.Module):
 
     def log_density(self, theta: Point, x: Sample) -> Scalar:
         stat = self.family.sufficient_statistic(x)
-        return theta @ stat - self.family._raw_log_partition(theta) + (
-            self.family.log_base_measure(x)
+        return (
+            theta @ stat - self.family._raw_log_partition(theta) + (self.family.log_base_measure(x))
         )
 
     def __call__(self, fn: Callable[[Sample], Any], theta: Point) -> Any:
@@ -369,7 +372,11 @@ def _implicit_jvp(primals, tangents):
 
 
 def _run(
-    problem: _AbstractProblem, w0: Array, max_steps: int, rtol: float | None, atol: float | None,
+    problem: _AbstractProblem,
+    w0: Array,
+    max_steps: int,
+    rtol: float | None,
+    atol: float | None,
     throw: bool,
 ) -> ProjectionResult:
     if not (isinstance(max_steps, int) and max_steps >= 1):
@@ -745,8 +752,7 @@ def e_projection(
             )
         if not callable(expectation):
             raise TypeError(
-                "`expectation` must be an expectation rule or a callable (fn, theta) -> "
-                "E_q[fn(x)]."
+                "`expectation` must be an expectation rule or a callable (fn, theta) -> E_q[fn(x)]."
             )
         target_theta = None
     else:
@@ -772,8 +778,7 @@ def e_projection(
         whole = False
         if basis_arr.shape[0] != dim or not 1 <= basis_arr.shape[1] <= dim:
             raise ValueError(
-                f"`basis` must have shape ({dim}, m) with 1 <= m <= {dim}, got "
-                f"{basis_arr.shape}."
+                f"`basis` must have shape ({dim}, m) with 1 <= m <= {dim}, got {basis_arr.shape}."
             )
     dtype = basis_arr.dtype
     offset_arr = (
@@ -795,7 +800,11 @@ def e_projection(
     if target_theta is None:
         assert expectation is not None
         problem: _AbstractProblem = _ReverseKLDensity(
-            family, offset_arr, basis_arr, target, expectation  # type: ignore[arg-type]
+            family,
+            offset_arr,
+            basis_arr,
+            target,  # pyright: ignore[reportArgumentType]
+            expectation,
         )
     else:
         problem = _ReverseKLMember(family, offset_arr, basis_arr, target_theta.astype(dtype))

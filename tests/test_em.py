@@ -55,8 +55,14 @@ def _diag_usual(theta):
 
 def _sklearn_fit(x, covariance_type, weights, means, precisions, num_steps):
     gm = GaussianMixture(
-        len(weights), covariance_type=covariance_type, max_iter=num_steps, tol=0.0,
-        reg_covar=0.0, weights_init=weights, means_init=means, precisions_init=precisions,
+        len(weights),
+        covariance_type=covariance_type,
+        max_iter=num_steps,
+        tol=0.0,
+        reg_covar=0.0,
+        weights_init=weights,
+        means_init=means,
+        precisions_init=precisions,
         n_init=1,
     )
     with warnings.catch_warnings():
@@ -78,7 +84,11 @@ def test_full_covariance_matches_sklearn():
     th0 = jax.vmap(mvn.from_usual)(means0, covs0)
     res = ig.em(mvn, x, w0, th0, num_steps=NUM_STEPS)
     gm = _sklearn_fit(
-        x, "full", np.asarray(w0), np.asarray(means0), np.linalg.inv(np.asarray(covs0)),
+        x,
+        "full",
+        np.asarray(w0),
+        np.asarray(means0),
+        np.linalg.inv(np.asarray(covs0)),
         NUM_STEPS,
     )
     means, covs = jax.vmap(mvn.to_usual)(res.theta)
@@ -227,9 +237,7 @@ def test_sample_weights_equal_duplicated_data():
     weighted = ig.em(Normal(), x, w0, th0, num_steps=10, sample_weights=counts)
     duplicated = ig.em(Normal(), jnp.repeat(x, counts), w0, th0, num_steps=10)
     np.testing.assert_allclose(weighted.theta, duplicated.theta, **TOL)
-    np.testing.assert_allclose(
-        weighted.mean_log_likelihood, duplicated.mean_log_likelihood, **TOL
-    )
+    np.testing.assert_allclose(weighted.mean_log_likelihood, duplicated.mean_log_likelihood, **TOL)
 
 
 def test_grad_through_em_obeys_the_envelope_theorem():
@@ -256,8 +264,9 @@ def test_mixture_log_prob_responsibilities_and_sampling():
     expected = 0.3 * scipy.stats.norm.pdf(x, -2.0, 0.5) + 0.7 * scipy.stats.norm.pdf(x, 1.0, 1.5)
     np.testing.assert_allclose(jnp.exp(jax.vmap(mix.log_prob)(x)), expected, **TOL)
     resp = jax.vmap(mix.responsibilities)(x)
-    np.testing.assert_allclose(resp[:, 0], 0.3 * scipy.stats.norm.pdf(x, -2.0, 0.5) / expected,
-                               **TOL)
+    np.testing.assert_allclose(
+        resp[:, 0], 0.3 * scipy.stats.norm.pdf(x, -2.0, 0.5) / expected, **TOL
+    )
     samples, labels = mix.sample(jax.random.key(0), (4000,))
     # Monte Carlo: the label frequency has standard error sqrt(0.21 / 4000) ~ 0.0072; the mean
     # of the ~1200 draws of component 0 has standard error 0.5 / sqrt(1200) ~ 0.0144.

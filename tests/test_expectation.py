@@ -69,9 +69,7 @@ def poisson_ld(theta, x):  # theta = (log rate,)
 
 
 def bivariate_ld(theta, x):  # independent N(theta0, 1) x N(theta1, 2^2)
-    return normal_ld(jnp.stack([theta[0], 1.0]), x[0]) + normal_ld(
-        jnp.stack([theta[1], 2.0]), x[1]
-    )
+    return normal_ld(jnp.stack([theta[0], 1.0]), x[0]) + normal_ld(jnp.stack([theta[1], 2.0]), x[1])
 
 
 def normal_center(theta):
@@ -153,8 +151,9 @@ def test_quadrature_half_lines_and_shifted_interval():
             mean_log, sps.digamma(0.6) - math.log(1.7), rtol=1e-11, atol=1e-11
         )
     # (-inf, 2]: 2 - x ~ Exponential(3); E[x] = 2 - 1/3, E[x^2] = (2 - 1/3)^2 + 1/9.
-    m1, m2, _ = expect_jit(Quadrature(-INF, 2.0, 160), "moments", jnp.array([3.0]),
-                           reflected_exp_ld)
+    m1, m2, _ = expect_jit(
+        Quadrature(-INF, 2.0, 160), "moments", jnp.array([3.0]), reflected_exp_ld
+    )
     np.testing.assert_allclose(m1, 2 - 1 / 3, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(m2, (2 - 1 / 3) ** 2 + 1 / 9, rtol=1e-12, atol=1e-12)
     # Interval (2, 5) not starting at 0: uniform moments (a + b) / 2 and (a^2 + ab + b^2) / 3.
@@ -169,14 +168,22 @@ def test_quadrature_converges_exponentially_in_num_nodes():
 
     def student(theta, x):
         return (
-            sps.gammaln((nu + 1) / 2) - sps.gammaln(nu / 2) - 0.5 * math.log(nu * math.pi)
+            sps.gammaln((nu + 1) / 2)
+            - sps.gammaln(nu / 2)
+            - 0.5 * math.log(nu * math.pi)
             - (nu + 1) / 2 * jnp.log1p((x - theta[0]) ** 2 / nu)
         )
 
     theta = jnp.array([0.0])
     errors = [
-        abs(float(expect_jit(Quadrature(-INF, INF, n, normalization_tolerance=INF), "x2",
-                             theta, student)) - 3.0)
+        abs(
+            float(
+                expect_jit(
+                    Quadrature(-INF, INF, n, normalization_tolerance=INF), "x2", theta, student
+                )
+            )
+            - 3.0
+        )
         for n in (16, 32, 64)
     ]
     assert errors[0] > 1e-4  # not converged with 16 nodes (so the test can fail) ...
@@ -205,8 +212,9 @@ def test_finite_support_exact_sums_and_truncation_error():
     np.testing.assert_allclose(1.0 - mass, tail, rtol=1e-9, atol=1e-16)
     # the truncated mean misses exactly E[X; X > K] = rate * P(X > K - 1)
     mean = expect_jit(rule, lambda x: x, theta, poisson_ld)
-    np.testing.assert_allclose(rate - mean, rate * stats.poisson.sf(k - 1, rate), rtol=1e-9,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        rate - mean, rate * stats.poisson.sf(k - 1, rate), rtol=1e-9, atol=1e-15
+    )
     # the same rule with the default tolerance refuses the truncated support
     strict = FiniteSupport(jnp.arange(k + 1.0))
     with pytest.raises(Exception, match="does not normalize"):
@@ -222,8 +230,12 @@ def test_finite_support_integer_points_used_as_indices():
     theta = jnp.log(probs[:3] / probs[3])
     rule = FiniteSupport(jnp.arange(4))
     assert rule.points.dtype.kind == "i"
-    np.testing.assert_allclose(expect_jit(rule, lambda x: x * 1.0, theta, categorical),
-                               probs @ jnp.arange(4.0), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(
+        expect_jit(rule, lambda x: x * 1.0, theta, categorical),
+        probs @ jnp.arange(4.0),
+        rtol=1e-14,
+        atol=1e-14,
+    )
 
 
 # ---------------------------------------------------------------- TensorProduct
@@ -238,15 +250,21 @@ def test_tensor_product_independent_coordinates():
     e01, e11 = expect_jit(rule, lambda x: (x[0] * x[1], x[1] ** 2), theta, bivariate_ld)
     np.testing.assert_allclose(e01, -0.5, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(e11, 5.0, rtol=1e-12, atol=1e-12)
+
     # A finite factor times a continuous one: x = (bit, y), y | bit ~ N(bit, 1).
     def mixed(theta, x):
-        return (x[0] * theta[0] - jnp.logaddexp(0.0, theta[0])
-                + normal_ld(jnp.stack([x[0], 1.0]), x[1]))
+        return (
+            x[0] * theta[0] - jnp.logaddexp(0.0, theta[0]) + normal_ld(jnp.stack([x[0], 1.0]), x[1])
+        )
 
     rule = TensorProduct([FiniteSupport(jnp.array([0, 1])), Quadrature(-INF, INF, 192)])
     p = jax.nn.sigmoid(0.3)
-    np.testing.assert_allclose(expect_jit(rule, lambda x: x[1] ** 2, jnp.array([0.3]), mixed),
-                               1.0 + p, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        expect_jit(rule, lambda x: x[1] ** 2, jnp.array([0.3]), mixed),
+        1.0 + p,
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 # ---------------------------------------------------------------- MonteCarlo
@@ -300,9 +318,7 @@ def test_property_quadrature_mass_and_variance(mu, log_sigma):
 
 @jax.jit
 def _normal_moments(theta):
-    return Quadrature(-INF, INF, 192, center=normal_center).expect(
-        FNS["moments"], theta, normal_ld
-    )
+    return Quadrature(-INF, INF, 192, center=normal_center).expect(FNS["moments"], theta, normal_ld)
 
 
 # ---------------------------------------------------------------- transformations, dtypes
@@ -332,8 +348,12 @@ def test_float32_smoke():
         # errors (the sd of x^2 is about 2.3, over sqrt(1024) = 32 samples)
         rtol = 1e-4 if isinstance(rule, Quadrature) else 5 * 2.3 / 32 / 1.53
         np.testing.assert_allclose(value, 0.09 + 1.44, rtol=rtol)
-    both = TensorProduct([Quadrature(-INF, INF, 64, center=lambda th: (th[0], 1.0)),
-                          Quadrature(-INF, INF, 64, center=lambda th: (th[1], 2.0))])
+    both = TensorProduct(
+        [
+            Quadrature(-INF, INF, 64, center=lambda th: (th[0], 1.0)),
+            Quadrature(-INF, INF, 64, center=lambda th: (th[1], 2.0)),
+        ]
+    )
     e01 = expect_jit(both, lambda x: x[0] * x[1], theta, bivariate_ld)
     assert e01.dtype == jnp.float32
     np.testing.assert_allclose(e01, 0.3 * 1.2, rtol=1e-5)

@@ -87,9 +87,7 @@ def _product(names):
     starts = np.cumsum([0, *sizes])
 
     def log_partition(th):
-        return sum(
-            COMPONENTS[n][0](th[a:b]) for n, a, b in zip(names, starts[:-1], starts[1:])
-        )
+        return sum(COMPONENTS[n][0](th[a:b]) for n, a, b in zip(names, starts[:-1], starts[1:]))
 
     def point(u):
         return jnp.concatenate(
@@ -540,6 +538,7 @@ def test_jit_vmap_grad_through_every_public_function(batched_jvp):
     # Every output but these depends on z, so the comparison above is not vacuous.
     constant = {key for key in tangent if float(jnp.max(jnp.abs(tangent[key][0]))) == 0}
     assert constant <= {"alpha_divergence_at_-1", "renyi_divergence_at_1", "log_base_measure"}
+
     # Reverse mode through the Newton inverse (and its vmap) agrees with forward mode.
     def reverse_and_forward(e):
         reverse = jax.grad(lambda x: DIRECTION @ NORMAL_A.natural_parameters(x))(e)
@@ -590,10 +589,14 @@ GOOD_THETA = jnp.array([0.0, -0.5])
         (lambda t: NORMAL_A.e_geodesic(GOOD_THETA, t - 0.55, 2.0), "leaves the natural domain"),
         (lambda t: NORMAL_A.renyi_divergence(GOOD_THETA, GOOD_THETA, t[0] - 1), "non-negative"),
         # Newton started outside the domain, or stopped after one step.
-        (lambda t: NORMAL_A.natural_parameters(jnp.array([0.5, 1.0]), initial_theta=t),
-         "starting point is outside"),
-        (lambda t: NORMAL_A.natural_parameters(jnp.array([0.5, 1.0]) + t, max_steps=0),
-         "did not converge"),
+        (
+            lambda t: NORMAL_A.natural_parameters(jnp.array([0.5, 1.0]), initial_theta=t),
+            "starting point is outside",
+        ),
+        (
+            lambda t: NORMAL_A.natural_parameters(jnp.array([0.5, 1.0]) + t, max_steps=0),
+            "did not converge",
+        ),
         # No mean-domain predicate: eta = -1 is reported as a Newton failure.
         (lambda t: POISSON_A.natural_parameters(t[:1] - 1.0), "did not converge"),
     ],
@@ -619,33 +622,52 @@ def test_value_error_type_under_filter_jit():
         (lambda: NORMAL_A.fisher_information(jnp.zeros((4, 2))), ValueError, "jax.vmap"),
         (lambda: NORMAL_A.kl_divergence(GOOD_THETA, jnp.zeros(3)), ValueError, "`q`"),
         (lambda: NORMAL_A.natural_parameters(jnp.zeros(3)), ValueError, "`eta`"),
-        (lambda: NORMAL_A.natural_parameters(jnp.ones(2), initial_theta=jnp.ones(3)),
-         ValueError, "initial_theta"),
+        (
+            lambda: NORMAL_A.natural_parameters(jnp.ones(2), initial_theta=jnp.ones(3)),
+            ValueError,
+            "initial_theta",
+        ),
         (lambda: NORMAL_A.natural_parameters(jnp.ones(2), max_steps=-1), ValueError, "max_steps"),
-        (lambda: NORMAL_A.alpha_divergence(GOOD_THETA, GOOD_THETA, jnp.ones(2)), ValueError,
-         "`alpha` must be a scalar"),
-        (lambda: NORMAL_A.renyi_divergence(GOOD_THETA, GOOD_THETA, jnp.ones(2)), ValueError,
-         "`order` must be a scalar"),
+        (
+            lambda: NORMAL_A.alpha_divergence(GOOD_THETA, GOOD_THETA, jnp.ones(2)),
+            ValueError,
+            "`alpha` must be a scalar",
+        ),
+        (
+            lambda: NORMAL_A.renyi_divergence(GOOD_THETA, GOOD_THETA, jnp.ones(2)),
+            ValueError,
+            "`order` must be a scalar",
+        ),
         (lambda: NORMAL_A.e_geodesic(GOOD_THETA, GOOD_THETA, jnp.ones(3)), ValueError, "`t`"),
         (lambda: NORMAL_A.christoffel_first_kind(GOOD_THETA, jnp.ones(2)), ValueError, "alpha"),
         (lambda: NORMAL_A.log_prob(GOOD_THETA, jnp.ones(3)), ValueError, "one unbatched sample"),
         (lambda: NORMAL_A.maximum_likelihood(jnp.float64(1.0)), ValueError, "leading axis"),
         (lambda: NORMAL_A.maximum_likelihood(jnp.zeros(0)), ValueError, "at least one sample"),
-        (lambda: BERNOULLI_A.log_prob(jnp.zeros(1), 1.0), NotImplementedError,
-         "sufficient_statistic="),
-        (lambda: BERNOULLI_A.sample(jnp.zeros(1), jax.random.key(0)), NotImplementedError,
-         "sample"),
-        (lambda: ExponentialFamily(lambda th: th).fisher_information(jnp.zeros(2)), ValueError,
-         "must return a scalar"),
+        (
+            lambda: BERNOULLI_A.log_prob(jnp.zeros(1), 1.0),
+            NotImplementedError,
+            "sufficient_statistic=",
+        ),
+        (
+            lambda: BERNOULLI_A.sample(jnp.zeros(1), jax.random.key(0)),
+            NotImplementedError,
+            "sample",
+        ),
+        (
+            lambda: ExponentialFamily(lambda th: th).fisher_information(jnp.zeros(2)),
+            ValueError,
+            "must return a scalar",
+        ),
         (lambda: ExponentialFamily(3.0), TypeError, "log_partition"),
         (lambda: ExponentialFamily(jnp.sum, in_domain=1), TypeError, "in_domain"),
         (lambda: ExponentialFamily(jnp.sum, dim=0), ValueError, "dim"),
-        (lambda: ExponentialFamily(jnp.sum, dim=2, initial_theta=[0.0]), ValueError,
-         "initial_theta"),
-        (lambda: bregman_divergence(jnp.sum, jnp.ones(2), jnp.ones(3)), ValueError,
-         "same shape"),
-        (lambda: bregman_divergence(lambda x: x, jnp.ones(2), jnp.ones(2)), ValueError,
-         "scalar"),
+        (
+            lambda: ExponentialFamily(jnp.sum, dim=2, initial_theta=[0.0]),
+            ValueError,
+            "initial_theta",
+        ),
+        (lambda: bregman_divergence(jnp.sum, jnp.ones(2), jnp.ones(3)), ValueError, "same shape"),
+        (lambda: bregman_divergence(lambda x: x, jnp.ones(2), jnp.ones(2)), ValueError, "scalar"),
     ],
 )
 def test_static_errors(call, error, message):

@@ -98,8 +98,10 @@ def test_normal_distance_matches_closed_forms():
     [
         (
             Categorical(3),
-            [(np.array([0.2, 0.3, 0.5]), np.array([0.6, 0.1, 0.3])),
-             (np.array([0.01, 0.01, 0.98]), np.array([0.7, 0.2, 0.1]))],
+            [
+                (np.array([0.2, 0.3, 0.5]), np.array([0.6, 0.1, 0.3])),
+                (np.array([0.01, 0.01, 0.98]), np.array([0.7, 0.2, 0.1])),
+            ],
             categorical_distance,
         ),
         # Atkinson & Mitchell (1981): Poisson 2 |sqrt(l1) - sqrt(l0)|, exponential |log(l1/l0)|.
@@ -191,9 +193,7 @@ def test_dirichlet_hard_pair_exp_log():
     assert sol.result == RESULTS.successful
     np.testing.assert_allclose(jax.jit(fam.exp_map)(a, sol.velocity), b, **TOL)
     back = jax.jit(fam.solve_log_map)(b, a)
-    np.testing.assert_allclose(
-        fam.norm(a, sol.velocity), fam.norm(b, back.velocity), **TOL
-    )
+    np.testing.assert_allclose(fam.norm(a, sol.velocity), fam.norm(b, back.velocity), **TOL)
     # geomstats' BVP solver (when installed) agrees to its own ~1e-3 accuracy.
     geomstats = pytest.importorskip("benchmarks._common").import_geomstats()
     if geomstats is not None:
@@ -234,8 +234,11 @@ def test_log_map_and_exp_map_jacobians_are_inverse():
     # d log / d theta_0 against central differences of the solve itself.
     h = 1e-5
     fd = np.stack(
-        [(normal_log(a + h * e, b, 0.0) - normal_log(a - h * e, b, 0.0)) / (2 * h)
-         for e in np.eye(2)], axis=1
+        [
+            (normal_log(a + h * e, b, 0.0) - normal_log(a - h * e, b, 0.0)) / (2 * h)
+            for e in np.eye(2)
+        ],
+        axis=1,
     )
     np.testing.assert_allclose(jac_0, fd, rtol=1e-6, atol=1e-6)
 
@@ -275,8 +278,9 @@ def test_alpha_geodesic_solves_its_equation():
     x_m, x_0, x_p = NORMAL.geodesic(a, v, jnp.array([-h, 0.0, h]), alpha)
     acceleration = (x_p - 2 * x_0 + x_m) / h**2
     gamma = NORMAL.christoffel_symbols(a, alpha)
-    np.testing.assert_allclose(acceleration, -jnp.einsum("kij,i,j->k", gamma, v, v), rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        acceleration, -jnp.einsum("kij,i,j->k", gamma, v, v), rtol=1e-6, atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------- geodesic()
@@ -341,8 +345,7 @@ def test_dual_transports_preserve_the_pairing(alpha, u, w):
     zero = jnp.asarray(0.0)
     pu = normal_transport(a, u, b, zero, jnp.asarray(alpha))
     pw = normal_transport(a, w, b, zero, jnp.asarray(-alpha))
-    np.testing.assert_allclose(NORMAL.inner(b, pu, pw), NORMAL.inner(a, u, w), rtol=1e-9,
-                               atol=1e-9)
+    np.testing.assert_allclose(NORMAL.inner(b, pu, pw), NORMAL.inner(a, u, w), rtol=1e-9, atol=1e-9)
 
 
 def test_flat_transports_closed_form_vs_ode():
@@ -364,9 +367,7 @@ def test_flat_transports_closed_form_vs_ode():
 
 # ------------------------------------------------------------------------- properties
 @settings(max_examples=5, deadline=None)
-@given(
-    m0=hst.floats(-3, 3), s0=hst.floats(0.2, 5), m1=hst.floats(-3, 3), s1=hst.floats(0.2, 5)
-)
+@given(m0=hst.floats(-3, 3), s0=hst.floats(0.2, 5), m1=hst.floats(-3, 3), s1=hst.floats(0.2, 5))
 def test_normal_exp_log_inverse_and_symmetric_distance(m0, s0, m1, s1):
     a, b = NORMAL.from_usual(m0, s0), NORMAL.from_usual(m1, s1)
     sol = normal_solve(a, b, 0.0)
@@ -414,13 +415,13 @@ def test_float32_smoke():
         assert out.dtype == jnp.float32
     np.testing.assert_allclose(d, cauchy_distance(0.0, 1.0, 1.0, 0.5), rtol=1e-4)
     np.testing.assert_allclose(x, b, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(CAUCHY.norm(b, w), CAUCHY.norm(a, jnp.array([1.0, 0.0])),
-                               rtol=1e-4)
+    np.testing.assert_allclose(CAUCHY.norm(b, w), CAUCHY.norm(a, jnp.array([1.0, 0.0])), rtol=1e-4)
 
 
 # ------------------------------------------------------------------------- errors
-FLAT = StatisticalManifold(lambda th: jnp.eye(2, dtype=th.dtype), dim=2,
-                           in_domain=lambda th: th[1] > 0)
+FLAT = StatisticalManifold(
+    lambda th: jnp.eye(2, dtype=th.dtype), dim=2, in_domain=lambda th: th[1] > 0
+)
 
 
 def test_bad_input_raises_clear_errors():

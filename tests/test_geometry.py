@@ -160,12 +160,16 @@ def test_beta_dirichlet_against_geomstats_closed_forms(k):
     space = BetaDistributions() if k == 2 else DirichletDistributions(k)
     rng = np.random.default_rng(k)
     points = np.exp(rng.normal(size=(4, k)))
-    ours = jax.jit(jax.vmap(lambda th: (
-        family.metric(th),
-        family.christoffel_symbols(th),
-        family.riemann_tensor(th),
-        family.scalar_curvature(th),
-    )))(jnp.asarray(points))
+    ours = jax.jit(
+        jax.vmap(
+            lambda th: (
+                family.metric(th),
+                family.christoffel_symbols(th),
+                family.riemann_tensor(th),
+                family.scalar_curvature(th),
+            )
+        )
+    )(jnp.asarray(points))
     for n, point in enumerate(points):
         # Same coordinates (the concentrations), so no pull-back is needed. geomstats' metric,
         # Christoffel symbols and their Jacobian are closed forms (Le Brigant, Preston &
@@ -257,9 +261,12 @@ def test_cauchy_curvature_through_the_log_density():
 
     rule = Quadrature(-jnp.inf, jnp.inf, 64, center=lambda th: (th[0], th[1]))
     model = StatisticalModel(cauchy, rule, dim=2, in_domain=lambda th: th[1] > 0)
-    curv = jax.jit(lambda th, a: (model.scalar_curvature(th, a),
-                                  model.sectional_curvature(th, jnp.array([1.0, 0.0]),
-                                                            jnp.array([0.0, 1.0]), a)))
+    curv = jax.jit(
+        lambda th, a: (
+            model.scalar_curvature(th, a),
+            model.sectional_curvature(th, jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), a),
+        )
+    )
     for theta in (jnp.array([0.0, 1.0]), jnp.array([-3.0, 0.2])):
         # Cauchy location-scale: hyperbolic with Gaussian curvature -2 (Mitchell 1988); its
         # skewness tensor vanishes, so every alpha-connection has the same curvature.
@@ -273,11 +280,13 @@ def test_float32_smoke_curvature():
     theta = jnp.array([0.7, 2.0], jnp.float32)
     beta = Beta()
     u, v = jnp.ones(2, jnp.float32), jnp.eye(2, dtype=jnp.float32)[0]
-    closed, generic, sectional = jax.jit(lambda th: (
-        beta.riemann_tensor(th, 0.5),  # exponential-family closed form
-        ASM.riemann_tensor(beta, th),  # generic route, derivatives of g
-        beta.sectional_curvature(th, u, v),
-    ))(theta)
+    closed, generic, sectional = jax.jit(
+        lambda th: (
+            beta.riemann_tensor(th, 0.5),  # exponential-family closed form
+            ASM.riemann_tensor(beta, th),  # generic route, derivatives of g
+            beta.sectional_curvature(th, u, v),
+        )
+    )(theta)
     for x in (closed, generic, sectional):
         assert x.dtype == jnp.float32
     np.testing.assert_allclose(closed, 0.75 * generic, rtol=1e-3, atol=1e-4)  # 1 - alpha^2

@@ -163,13 +163,13 @@ def test_gaussian_mixture_weight_against_high_precision_reference():
         reference, error = reference + value, error + err
     assert error < 1e-12
     model = StatisticalModel(
-        mixture_ld, Quadrature(-INF, INF, 192, center=lambda th: (0.6, 1.5)), dim=1,
+        mixture_ld,
+        Quadrature(-INF, INF, 192, center=lambda th: (0.6, 1.5)),
+        dim=1,
         in_domain=lambda th: (th[0] > 0) & (th[0] < 1),
     )
     g = jax.jit(model.fisher_information)(jnp.array([w]))
-    g_hessian = jax.jit(lambda th: model.fisher_information(th, method="hessian"))(
-        jnp.array([w])
-    )
+    g_hessian = jax.jit(lambda th: model.fisher_information(th, method="hessian"))(jnp.array([w]))
     close(g[0, 0], reference, 1e-11)
     close(g_hessian[0, 0], reference, 1e-11)
 
@@ -204,15 +204,20 @@ def _catalogue():
         # truncated at 60 / 200: the tails (4e-50, 1e-40) are far below the tolerance
         "Poisson": (fams.Poisson(), FiniteSupport(jnp.arange(60.0)), [math.log(3.7)]),
         "NegativeBinomial": (
-            fams.NegativeBinomial(2.5), FiniteSupport(jnp.arange(200.0)), [math.log(0.6)]
+            fams.NegativeBinomial(2.5),
+            FiniteSupport(jnp.arange(200.0)),
+            [math.log(0.6)],
         ),
         "Exponential": (
-            fams.Exponential(), Quadrature(0.0, INF, 192, center=lambda th: (-1 / th[0],) * 2),
+            fams.Exponential(),
+            Quadrature(0.0, INF, 192, center=lambda th: (-1 / th[0],) * 2),
             [-2.3],
         ),
         "Gamma": (fams.Gamma(), Quadrature(0.0, INF, 192, center=_gamma_center), [2.5, -1.3]),
         "Normal": (
-            normal, Quadrature(-INF, INF, 192, center=normal.to_usual), [0.4 / 1.69, -0.5 / 1.69]
+            normal,
+            Quadrature(-INF, INF, 192, center=normal.to_usual),
+            [0.4 / 1.69, -0.5 / 1.69],
         ),
         "Beta": (fams.Beta(), Quadrature(0.0, 1.0, 128), [2.0, 3.0]),
         "Dirichlet": (
@@ -613,11 +618,15 @@ def test_jit_vmap_grad_through_public_functions():
     scores = jax.jit(jax.vmap(CAUCHY.score, in_axes=(None, 0)))(theta, xs)
     by_hand = jax.jit(jax.vmap(jax.grad(cauchy_ld), in_axes=(None, 0)))(theta, xs)
     close(scores, by_hand, 1e-14)
-    close(jax.jit(jax.vmap(CAUCHY.log_density, in_axes=(None, 0)))(theta, xs),
-          np.log(1 / (np.pi * 2.0 * (1 + ((np.asarray(xs) - 0.5) / 2.0) ** 2))), 1e-14)
+    close(
+        jax.jit(jax.vmap(CAUCHY.log_density, in_axes=(None, 0)))(theta, xs),
+        np.log(1 / (np.pi * 2.0 * (1 + ((np.asarray(xs) - 0.5) / 2.0) ** 2))),
+        1e-14,
+    )
     close(jax.jit(CAUCHY.total_mass)(theta), 1.0, 1e-14)
-    second = jax.jit(lambda th: CAUCHY.expect(lambda x: jnp.log1p(((x - th[0]) / th[1]) ** 2),
-                                              th))(theta)
+    second = jax.jit(lambda th: CAUCHY.expect(lambda x: jnp.log1p(((x - th[0]) / th[1]) ** 2), th))(
+        theta
+    )
     close(second, 2 * math.log(2.0), 1e-12)  # E log(1 + z^2) = 2 log 2 for the Cauchy
 
 

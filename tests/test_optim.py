@@ -117,7 +117,9 @@ def test_mirror_descent_is_natural_gradient_in_expectation_coordinates():
     loss_eta = lambda e: normal_nll(NORMAL.natural_parameters(e))
     fisher_eta = manifold_fisher(ig.StatisticalManifold(jax.hessian(NORMAL.dual_potential)))
     ng_updates, _ = one_update(
-        natural_gradient(lr, fisher_eta, damping=0.0, solver="dense"), jax.jit(jax.grad(loss_eta))(eta), eta
+        natural_gradient(lr, fisher_eta, damping=0.0, solver="dense"),
+        jax.jit(jax.grad(loss_eta))(eta),
+        eta,
     )
     np.testing.assert_allclose(
         theta + md_updates, NORMAL.natural_parameters(eta + ng_updates), **TOL
@@ -258,7 +260,9 @@ def test_manifold_fisher_family_and_model():
     mu, s2 = 0.3, 0.8**2
     closed = jnp.array([[s2, 2 * mu * s2], [2 * mu * s2, 4 * mu**2 * s2 + 2 * s2**2]])
     np.testing.assert_allclose(fisher(theta, batch=jnp.ones(2)), closed, **TOL)
-    np.testing.assert_allclose(fisher(theta), jax.jit(jax.hessian(NORMAL.log_partition))(theta), **TOL)
+    np.testing.assert_allclose(
+        fisher(theta), jax.jit(jax.hessian(NORMAL.log_partition))(theta), **TOL
+    )
     # A StatisticalModel (Bernoulli on {0, 1} in the logit): Fisher p (1 - p).
     log_density = lambda th, x: x * th[0] - jnp.logaddexp(0.0, th[0])
     model = ig.StatisticalModel(log_density, ig.FiniteSupport(jnp.array([0.0, 1.0])))
@@ -672,12 +676,14 @@ def test_cg_float32_is_scale_invariant_and_finite():
     rate = (jnp.sqrt(1e3) - 1) / (jnp.sqrt(1e3) + 1)
     assert float(a_norm(x_unit - exact)) <= float(2 * rate**60 * a_norm(exact))
     lineax_x = jax.jit(
-        lambda m: lx.linear_solve(
-            lx.MatrixLinearOperator(m, lx.positive_semidefinite_tag),
-            b,
-            lx.CG(rtol=0.0, atol=0.0, max_steps=60),
-            throw=False,
-        ).value
+        lambda m: (
+            lx.linear_solve(
+                lx.MatrixLinearOperator(m, lx.positive_semidefinite_tag),
+                b,
+                lx.CG(rtol=0.0, atol=0.0, max_steps=60),
+                throw=False,
+            ).value
+        )
     )(scale * a)
     if bool(jnp.all(jnp.isfinite(lineax_x))):  # documents why we do not use lineax.CG
         pytest.skip("lineax.CG no longer breaks down here; consider using it")

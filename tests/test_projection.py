@@ -209,9 +209,7 @@ def test_mean_field_forward_and_reverse_kl_closed_forms():
     np.testing.assert_allclose(target, mvn.from_usual(MF_MEAN, MF_COV), **TOL)
     eta = jax.grad(_gaussian2_log_partition)(target)
     np.testing.assert_allclose(eta, mvn.mean_parameters(target), **TOL)
-    m_res = ig.m_projection_affine(
-        GAUSS2, eta, basis=DIAGONAL_BASIS, initial_coordinates=MF_START
-    )
+    m_res = ig.m_projection_affine(GAUSS2, eta, basis=DIAGONAL_BASIS, initial_coordinates=MF_START)
     e_res = ig.e_projection(GAUSS2, target, basis=DIAGONAL_BASIS, initial_coordinates=MF_START)
     m_mean, m_cov = _gauss2_usual(m_res.theta)
     e_mean, e_cov = _gauss2_usual(e_res.theta)
@@ -328,7 +326,9 @@ def test_e_projection_is_stationary_for_a_discrete_target():
     grid = np.linspace(-4.0, 4.0, 81)
     t0 = grid[np.argmin([float(kl_direct(t)) for t in grid])]
     best = scipy.optimize.minimize_scalar(
-        lambda t: float(kl_direct(t)), bounds=(t0 - 0.1, t0 + 0.1), method="bounded",
+        lambda t: float(kl_direct(t)),
+        bounds=(t0 - 0.1, t0 + 0.1),
+        method="bounded",
         options={"xatol": 1e-12},
     )
     np.testing.assert_allclose(res.theta[0], best.x, rtol=1e-6, atol=1e-6)
@@ -347,8 +347,9 @@ Q_RULE = ig.Quadrature(-jnp.inf, jnp.inf, 192, center=lambda th: Normal().to_usu
 def test_e_projection_of_a_cauchy_model_onto_normals_is_stationary_by_scipy_quadrature():
     # The gradient of KL(q || p) = g theta - Cov_q[T, log p] (Amari 2016, Sec. 1.6) computed by
     # adaptive quadrature (scipy) vanishes at the natural-gradient fixed point.
-    res = ig.e_projection(Normal(), CAUCHY, params=jnp.array([0.0, 1.0]), expectation=Q_RULE,
-                          rtol=1e-13, atol=1e-13)
+    res = ig.e_projection(
+        Normal(), CAUCHY, params=jnp.array([0.0, 1.0]), expectation=Q_RULE, rtol=1e-13, atol=1e-13
+    )
     mean, std = (float(v) for v in Normal().to_usual(res.theta))
     np.testing.assert_allclose(mean, 0.0, atol=1e-12)
 
@@ -374,8 +375,13 @@ def test_m_projection_of_a_student_t_model_matches_its_moments():
         nu = 5.0
         z = (x - theta[0]) / theta[1]
         gammaln = jax.scipy.special.gammaln
-        return (gammaln(3.0) - gammaln(2.5) - 0.5 * jnp.log(nu * jnp.pi) - jnp.log(theta[1])
-                - 3.0 * jnp.log1p(z**2 / nu))
+        return (
+            gammaln(3.0)
+            - gammaln(2.5)
+            - 0.5 * jnp.log(nu * jnp.pi)
+            - jnp.log(theta[1])
+            - 3.0 * jnp.log1p(z**2 / nu)
+        )
 
     rule = ig.Quadrature(-jnp.inf, jnp.inf, 96, center=lambda th: (th[0], th[1]))
     model = ig.StatisticalModel(student, rule, dim=2)
@@ -434,11 +440,15 @@ def test_float32_smoke():
     eta = jnp.asarray(Normal().mean_parameters(jnp.asarray(P_NORMAL, f32)), f32)
     results = [
         ig.m_projection_affine(
-            Normal(), eta, basis=jnp.array([[1.0], [0.0]], f32),
+            Normal(),
+            eta,
+            basis=jnp.array([[1.0], [0.0]], f32),
             offset=jnp.array([0.0, -0.5], f32),
         ),
         ig.e_projection_affine(
-            Normal(), jnp.asarray(P_NORMAL, f32), constraint_matrix=jnp.array([[1.0, 0.0]], f32),
+            Normal(),
+            jnp.asarray(P_NORMAL, f32),
+            constraint_matrix=jnp.array([[1.0, 0.0]], f32),
             constraint_value=jnp.array([0.5], f32),
         ),
     ]
@@ -448,7 +458,9 @@ def test_float32_smoke():
     np.testing.assert_allclose(Normal().to_usual(results[1].theta)[0], 0.5, rtol=1e-5)
     # e-projection of N(1.5, 0.7^2) onto the line {N(mu, 1)}: the mean is kept.
     res = ig.e_projection(
-        Normal(), jnp.asarray(P_NORMAL, f32), basis=jnp.array([[1.0], [0.0]], f32),
+        Normal(),
+        jnp.asarray(P_NORMAL, f32),
+        basis=jnp.array([[1.0], [0.0]], f32),
         offset=jnp.array([0.0, -0.5], f32),
     )
     assert res.theta.dtype == f32
@@ -471,8 +483,9 @@ def test_bad_shapes_raise_at_trace_time():
     with pytest.raises(ValueError, match="`basis` must have shape"):
         ig.m_projection_affine(FAM3, FEATS3.mean(0), basis=jnp.ones((2, 1)))
     with pytest.raises(ValueError, match="`constraint_value` must have shape"):
-        ig.e_projection_affine(FAM3, jnp.zeros(3), constraint_matrix=C3,
-                               constraint_value=jnp.zeros(2))
+        ig.e_projection_affine(
+            FAM3, jnp.zeros(3), constraint_matrix=C3, constraint_value=jnp.zeros(2)
+        )
     with pytest.raises(ValueError, match="needs `expectation=`"):
         ig.e_projection(Normal(), _log_cauchy)
     with pytest.raises(ValueError, match="only used with a callable"):
@@ -487,7 +500,9 @@ def test_value_errors_raise():
     # Infeasible constraint: a categorical probability cannot exceed one.
     with pytest.raises(eqx.EquinoxRuntimeError, match="non-finite|line search"):
         ig.e_projection_affine(
-            Categorical(3), jnp.zeros(2), constraint_matrix=jnp.array([[1.0, 0.0]]),
+            Categorical(3),
+            jnp.zeros(2),
+            constraint_matrix=jnp.array([[1.0, 0.0]]),
             constraint_value=jnp.array([1.5]),
         )
     # Moments outside the mean domain (negative variance): the projection does not exist.
@@ -501,8 +516,9 @@ def test_value_errors_raise():
 def test_value_errors_raise_under_jit():
     @eqx.filter_jit
     def run(eta, max_steps):
-        return ig.m_projection_affine(FAM3, eta, basis=BASIS3, offset=OFFSET3,
-                                      max_steps=max_steps).theta
+        return ig.m_projection_affine(
+            FAM3, eta, basis=BASIS3, offset=OFFSET3, max_steps=max_steps
+        ).theta
 
     with pytest.raises(eqx.EquinoxRuntimeError, match="step limit"):
         run(FEATS3.mean(0), 1)

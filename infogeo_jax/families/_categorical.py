@@ -68,9 +68,7 @@ class Categorical(AbstractExponentialFamily):
     def natural_parameters(self, eta: PointLike, **kwargs) -> Point:
         r"""Closed form :math:`\theta_i = \log\eta_i - \log(1 - \sum_j\eta_j)`."""
         eta = as_point(eta, self.dim, "eta")
-        eta = check_mean(
-            eta, self.in_mean_domain(eta), "Categorical", "eta > 0 and sum(eta) < 1"
-        )
+        eta = check_mean(eta, self.in_mean_domain(eta), "Categorical", "eta > 0 and sum(eta) < 1")
         return jnp.log(eta) - jnp.log1p(-jnp.sum(eta))
 
     def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:

@@ -86,8 +86,8 @@ class MultivariateNormal(AbstractExponentialFamily):
 
     def in_domain(self, theta: Point) -> Scalar:
         _, chol = self._precision_cholesky(theta)
-        return jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(chol)) & jnp.all(
-            jnp.diag(chol) > 0
+        return (
+            jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.diag(chol) > 0)
         )
 
     def _mean_to_usual(self, eta: Point) -> tuple[Array, Array]:
@@ -99,8 +99,8 @@ class MultivariateNormal(AbstractExponentialFamily):
     def in_mean_domain(self, eta: Point) -> Scalar:
         _, cov = self._mean_to_usual(eta)
         chol = jnp.linalg.cholesky(cov)
-        return jnp.all(jnp.isfinite(eta)) & jnp.all(jnp.isfinite(chol)) & jnp.all(
-            jnp.diag(chol) > 0
+        return (
+            jnp.all(jnp.isfinite(eta)) & jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.diag(chol) > 0)
         )
 
     def sufficient_statistic(self, x: Sample) -> Point:

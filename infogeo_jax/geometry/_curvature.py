@@ -34,9 +34,7 @@ def levi_civita_first_kind(metric: MetricFn, theta: Point) -> Tensor3:
         \Gamma^{(0)}_{ij,k} = \tfrac12(\partial_i g_{jk} + \partial_j g_{ik} - \partial_k g_{ij}).
     """
     dg = jax.jacfwd(metric)(theta)  # dg[a, b, c] = d_c g_ab
-    return 0.5 * (
-        jnp.einsum("jki->ijk", dg) + jnp.einsum("ikj->ijk", dg) - dg
-    )
+    return 0.5 * (jnp.einsum("jki->ijk", dg) + jnp.einsum("ikj->ijk", dg) - dg)
 
 
 def christoffel_first_kind(
@@ -60,9 +58,7 @@ def raise_first_kind(g: Metric, gamma_first: Tensor3) -> Tensor3:
     return solve_metric(g, rhs).reshape(d, d, d)
 
 
-def riemann_from_christoffel(
-    christoffel: Callable[[Point], Tensor3], theta: Point
-) -> Tensor4:
+def riemann_from_christoffel(christoffel: Callable[[Point], Tensor3], theta: Point) -> Tensor4:
     r"""Riemann tensor ``[l, i, j, k]`` from a Christoffel-symbol function ``[k, i, j]``.
 
     .. math::

@@ -328,9 +328,7 @@ def _no_parameter_tangents(t_space, t_alpha, what: str) -> None:
             "supported; differentiate with respect to the points and tangent vectors."
         )
     if t_alpha is not None:
-        raise NotImplementedError(
-            f"Differentiating {what} with respect to alpha is not supported."
-        )
+        raise NotImplementedError(f"Differentiating {what} with respect to alpha is not supported.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,9 +388,7 @@ _RUNNING, _SUCCESS, _STALLED = 0, 1, 2
 
 def solution_from_status(velocity, end_velocity, status, residual, num_steps) -> LogMapSolution:
     """Wrap the raw outputs of :func:`newton_shooting` into a :class:`LogMapSolution`."""
-    result = RESULTS.where(
-        status == _SUCCESS, RESULTS.successful, RESULTS.max_newton_steps_reached
-    )
+    result = RESULTS.where(status == _SUCCESS, RESULTS.successful, RESULTS.max_newton_steps_reached)
     result = RESULTS.where(status == _STALLED, RESULTS.continuation_failed, result)
     return LogMapSolution(
         velocity=velocity,
@@ -471,19 +467,24 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
             space, alpha, nodes[:, 0], nodes[:, 1], 1.0 / n, cfg, center, radius
         )
         target = theta_0 + s * delta
-        residual = jnp.concatenate([
-            nodes[0, 0] - theta_0,
-            jnp.stack([x[:-1] - nodes[1:, 0], u[:-1] - nodes[1:, 1]], axis=1).reshape(-1),
-            x[-1] - target,
-        ])
+        residual = jnp.concatenate(
+            [
+                nodes[0, 0] - theta_0,
+                jnp.stack([x[:-1] - nodes[1:, 0], u[:-1] - nodes[1:, 1]], axis=1).reshape(-1),
+                x[-1] - target,
+            ]
+        )
         scale_x = jnp.abs(jnp.concatenate([theta_0[None], x]))  # (n + 1, d)
         scale_u = jnp.maximum(jnp.abs(u[:-1]), jnp.abs(nodes[1:, 1]))
-        scale = jnp.concatenate([
-            scale_x[0],
-            jnp.stack([jnp.maximum(scale_x[1:-1], jnp.abs(nodes[1:, 0])), scale_u],
-                      axis=1).reshape(-1),
-            jnp.maximum(scale_x[-1], jnp.abs(target)),
-        ])
+        scale = jnp.concatenate(
+            [
+                scale_x[0],
+                jnp.stack(
+                    [jnp.maximum(scale_x[1:-1], jnp.abs(nodes[1:, 0])), scale_u], axis=1
+                ).reshape(-1),
+                jnp.maximum(scale_x[-1], jnp.abs(target)),
+            ]
+        )
         scaled = residual / (cfg.newton_atol + cfg.newton_rtol * scale)
         return residual, scaled, _shooting_jacobian(jac, n, d, dtype), ok, u[-1]
 
@@ -498,8 +499,21 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
     guess, metric_0 = space._initial_velocities(theta_0, theta_1, alpha, times)
     z_init = jnp.stack([theta_0 + times[:, None] * delta, guess], axis=1).reshape(size)
     init = (
-        z_init, z_init, zero, inf, one, one, 0 * one, zero, 0 * one, zero,
-        jnp.asarray(0), jnp.asarray(0), jnp.asarray(_RUNNING), z_init, inf,
+        z_init,
+        z_init,
+        zero,
+        inf,
+        one,
+        one,
+        0 * one,
+        zero,
+        0 * one,
+        zero,
+        jnp.asarray(0),
+        jnp.asarray(0),
+        jnp.asarray(_RUNNING),
+        z_init,
+        inf,
         jnp.zeros_like(theta_0),
     )
 
@@ -508,8 +522,24 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
         return (status == _RUNNING) & (num_steps < cfg.max_newton_steps)
 
     def body(carry):
-        (z, z_base, step, err_base, s, ds, s_conv, z_conv, s_prev, z_prev,
-         n_back, num_steps, _, z_done, _, end_velocity) = carry
+        (
+            z,
+            z_base,
+            step,
+            err_base,
+            s,
+            ds,
+            s_conv,
+            z_conv,
+            s_prev,
+            z_prev,
+            n_back,
+            num_steps,
+            _,
+            z_done,
+            _,
+            end_velocity,
+        ) = carry
         residual, scaled, jac, ok, u_end = evaluate(z, s)
         err = jnp.sqrt(jnp.mean(scaled**2))
         ok = ok & jnp.isfinite(err)
@@ -519,8 +549,8 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
         newton = jnp.linalg.solve(jac, -residual)
         newton_ok = jnp.all(jnp.isfinite(newton))
         take_newton = ~converged & improved & newton_ok
-        backtrack = ~converged & ~take_newton & jnp.isfinite(err_base) & (
-            n_back < cfg.max_backtracks
+        backtrack = (
+            ~converged & ~take_newton & jnp.isfinite(err_base) & (n_back < cfg.max_backtracks)
         )
         shrink = ~converged & ~take_newton & ~backtrack
 
@@ -561,8 +591,22 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
         new_z_done = jnp.where(finished, z, new_z)
         new_end = jnp.where(finished, u_end, end_velocity)
         return (
-            new_z, new_z_base, new_step, new_err_base, new_s, new_ds, new_s_conv, new_z_conv,
-            new_s_prev, new_z_prev, new_n_back, num_steps + 1, status, new_z_done, err, new_end,
+            new_z,
+            new_z_base,
+            new_step,
+            new_err_base,
+            new_s,
+            new_ds,
+            new_s_conv,
+            new_z_conv,
+            new_s_prev,
+            new_z_prev,
+            new_n_back,
+            num_steps + 1,
+            status,
+            new_z_done,
+            err,
+            new_end,
         )
 
     final = jax.lax.while_loop(cond, body, init)
@@ -600,8 +644,10 @@ def _log_map_core_jvp(primals, tangents):
     g_0 = space.metric(theta_0)
     speed = sol[5]
     d_speed = jnp.where(
-        speed > 0, (v @ g_0 @ dv + 0.5 * v @ jax.jvp(space.metric, (theta_0,), (t_theta_0,))[1] @ v)
-        / jnp.where(speed > 0, speed, 1.0), 0.0
+        speed > 0,
+        (v @ g_0 @ dv + 0.5 * v @ jax.jvp(space.metric, (theta_0,), (t_theta_0,))[1] @ v)
+        / jnp.where(speed > 0, speed, 1.0),
+        0.0,
     )
     return sol, (dv, du, None, None, None, d_speed)
 
