@@ -220,6 +220,28 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             self.fisher_information(theta), self.skewness_tensor(theta), alpha
         )
 
+    def ricci_tensor(self, theta: PointLike, alpha: ScalarLike = 0.0) -> Metric:
+        r"""Ricci tensor ``[i, k]`` :math:`= R^l{}_{ilk}` of the alpha-connection, in O(dim^4).
+
+        Contracted in closed form from :math:`g` and :math:`T` without forming the Riemann
+        tensor: :math:`\mathrm{Ric}_{ik} = \frac{1-\alpha^2}{4}(T^l{}_{km} T_{li}{}^m -
+        \tau_m T_{ki}{}^m)`, :math:`\tau_m = g^{ln} T_{lnm}` (indices raised by
+        :math:`g^{-1}`), so the scalar curvature costs O(dim^4) time and O(dim^3) memory rather
+        than O(dim^5) and O(dim^4). Tested against the contraction of :meth:`riemann_tensor`.
+
+        Args:
+            theta: natural parameters, shape ``(dim,)``.
+            alpha: Amari's alpha, a scalar.
+
+        Returns:
+            Array of shape ``(dim, dim)``.
+        """
+        theta = self.check_point(theta)
+        alpha = _as_scalar(alpha, theta.dtype, "alpha")
+        return _curvature.exponential_family_ricci(
+            self.fisher_information(theta), self.skewness_tensor(theta), alpha
+        )
+
     # ------------------------------------------------------------------ dual coordinates
     def mean_parameters(self, theta: PointLike) -> Point:
         r"""Expectation parameters :math:`\eta = \nabla A(\theta) = E_\theta[T(x)]`.

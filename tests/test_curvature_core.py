@@ -78,6 +78,7 @@ def routes(name):
             "metric_derivative": jax.jacfwd(fam.metric)(theta),  # [i, j, k] = d_k g_ij
             "skewness": fam.skewness_tensor(theta),
             "scalar": fam.scalar_curvature(theta, alpha),
+            "ricci": fam.ricci_tensor(theta, alpha),  # O(d^4) closed-form contraction
         }
 
     return jax.jit(compute)
@@ -93,6 +94,7 @@ def test_closed_form_riemann_equals_generic_engine(name, u, alpha):
     close(out["closed"], out["plain"], 1e-10, 1e-12 * scale)
     # scalar_curvature = g^{ik} R^l_{ilk} from the generic Riemann tensor.
     ricci = jnp.einsum("lilk->ik", out["plain"])
+    close(out["ricci"], ricci, 1e-10, 1e-12 * scale)
     close(out["scalar"], jnp.trace(jnp.linalg.solve(out["metric"], ricci)), 1e-10, 1e-12 * scale)
     # Gamma^(alpha)_{ij,k} = (1 - alpha)/2 T_ijk in natural coordinates [AN, Eq. (3.49)] =
     # Levi-Civita from dg minus alpha/2 T [AN, Eq. (2.27)].
@@ -134,6 +136,7 @@ def test_normal_family_alpha_curvature(u, alpha):
     out = routes("normal")(normal_point(u), alpha)
     close(out["scalar"], -(1 - alpha**2))
     ricci = jnp.einsum("lilk->ik", out["plain"])
+    close(out["ricci"], ricci)
     close(jnp.trace(jnp.linalg.solve(out["metric"], ricci)), -(1 - alpha**2))
 
 

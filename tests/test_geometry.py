@@ -3,7 +3,7 @@
 Each curvature is computed by two routes of the library (the exponential-family closed form from
 A''' alone, and the generic route that differentiates a metric given as a plain function) and
 compared with a published value or with geomstats' closed forms (Le Brigant, Preston & Puechmorel
-for Beta and Dirichlet). geomstats is optional (the ``bench`` extra): those tests skip without it.
+for Beta and Dirichlet). geomstats is in the ``test`` extra (those tests skip where it is missing).
 """
 
 import jax
@@ -25,7 +25,7 @@ def _geomstats():
 
     gs = import_geomstats()
     if gs is None:
-        pytest.skip("geomstats is not installed (pip install .[bench])")
+        pytest.skip('geomstats is not installed (pip install -e ".[test]")')
     return gs
 
 
