@@ -10,16 +10,24 @@ from typing import Any
 import jax
 
 
-def time_jitted(fn: Callable[..., Any], *args: Any, repeats: int = 5) -> tuple[float, float]:
-    """Return ``(compile_plus_first_call_s, best_steady_state_s)`` of a jitted ``fn``."""
+def time_jitted(
+    fn: Callable[..., Any], *args: Any, repeats: int = 5, min_seconds: float = 0.2
+) -> tuple[float, float]:
+    """Return ``(compile_plus_first_call_s, best_steady_state_s)`` of a jitted ``fn``.
+
+    The best of at least ``repeats`` calls, and of more (up to 2000) until ``min_seconds`` have
+    been spent: microsecond-scale calls need many samples on a shared CPU (e.g. while a peer's
+    BLAS threads are still spinning).
+    """
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(repeats):
+    best, spent, count = float("inf"), 0.0, 0
+    while count < repeats or (spent < min_seconds and count < 2000):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, spent, count = min(best, elapsed), spent + elapsed, count + 1
     return first, best
 
 

@@ -132,13 +132,17 @@ def _dirichlet_rows(quick: bool) -> list[dict]:
     growth = []
     if len(large) >= 2:
         sizes = [ks[i] for i in large]
-        for name, expected in [("fisher", "k^2"), ("christoffel", "k^3"), ("curvature", "k^4")]:
+        for name, expected in [
+            ("fisher", "O(k^2)"),
+            ("christoffel", "O(k^3)"),
+            ("curvature", "O(k^4)"),
+        ]:
             growth.append(
                 {
                     "table": "Dirichlet(k): fitted growth exponent of the time (k >= 10)",
                     "quantity": name,
                     "exponent": _slope(sizes, [times[name][i] for i in large]),
-                    "output size": expected,
+                    "arithmetic": expected,
                 }
             )
     return rows + compile_rows + growth
