@@ -491,3 +491,19 @@ def test_float32_smoke(name):
     eta = fam.mean_parameters(theta32)
     assert eta.dtype == jnp.float32
     close(fam.natural_parameters(eta), theta, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "name", ["bernoulli", "binomial", "poisson", "exponential", "normal", "categorical"]
+)
+def test_closed_form_distance_accepts_the_base_signature(name):
+    # The overrides keep AbstractStatisticalManifold.geodesic_distance's keywords, so code
+    # written against the base class (solver=, throw=) runs on every family.
+    from infogeo_jax.geometry import GeodesicSolver
+
+    fam, theta = CASES[name][0], CASES[name][1]
+    other = 1.2 * theta + 0.05  # inside every natural domain used here
+    plain = fam.geodesic_distance(theta, other)
+    keyed = fam.geodesic_distance(theta, other, solver=GeodesicSolver(), throw=False)
+    np.testing.assert_allclose(keyed, plain, rtol=RTOL, atol=ATOL)
+    assert float(plain) > 0.0

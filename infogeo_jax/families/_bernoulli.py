@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
+from ..geometry import GeodesicSolver
 from ._common import check_mean, sphere_distance
 
 
@@ -65,11 +66,24 @@ class Bernoulli(AbstractExponentialFamily):
     def _check_mean(self, eta: Point) -> Point:
         return check_mean(eta, self.in_mean_domain(eta), "Bernoulli", "0 < eta < 1")
 
-    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
+    def geodesic_distance(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Scalar:
         r"""Closed-form Fisher-Rao distance.
 
         :math:`2\arccos(\sqrt{p_0 p_1} + \sqrt{(1-p_0)(1-p_1)})` (Rao 1945).
+
+        ``solver`` and ``throw`` are accepted for the signature of
+        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
+        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
+        the numerical one).
         """
+        del solver, throw
         p0 = jax.nn.sigmoid(self.check_point(theta_0)[0])
         p1 = jax.nn.sigmoid(self.check_point(theta_1)[0])
         root = lambda p: jnp.sqrt(jnp.stack([p, 1.0 - p]))

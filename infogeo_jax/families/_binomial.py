@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
+from ..geometry import GeodesicSolver
 from ._common import as_float, check_mean, sphere_distance
 
 
@@ -64,8 +65,22 @@ class Binomial(AbstractExponentialFamily):
         p = eta / self.num_trials
         return jnp.log(p) - jnp.log1p(-p)
 
-    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
-        r"""Closed form :math:`2\sqrt{n}\arccos(\sqrt{p_0p_1} + \sqrt{(1-p_0)(1-p_1)})`."""
+    def geodesic_distance(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Scalar:
+        r"""Closed form :math:`2\sqrt{n}\arccos(\sqrt{p_0p_1} + \sqrt{(1-p_0)(1-p_1)})`.
+
+        ``solver`` and ``throw`` are accepted for the signature of
+        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
+        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
+        the numerical one).
+        """
+        del solver, throw
         p0 = jax.nn.sigmoid(self.check_point(theta_0)[0])
         p1 = jax.nn.sigmoid(self.check_point(theta_1)[0])
         root = lambda p: jnp.sqrt(jnp.stack([p, 1.0 - p]))

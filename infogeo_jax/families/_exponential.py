@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
+from ..geometry import GeodesicSolver
 from ._common import as_float, check_mean
 
 
@@ -51,8 +52,22 @@ class Exponential(AbstractExponentialFamily):
         eta = as_point(eta, 1, "eta")
         return -1.0 / check_mean(eta, self.in_mean_domain(eta), "Exponential", "eta > 0")
 
-    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
-        r"""Closed-form Fisher-Rao distance :math:`|\log(\lambda_1 / \lambda_0)|`."""
+    def geodesic_distance(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Scalar:
+        r"""Closed-form Fisher-Rao distance :math:`|\log(\lambda_1 / \lambda_0)|`.
+
+        ``solver`` and ``throw`` are accepted for the signature of
+        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
+        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
+        the numerical one).
+        """
+        del solver, throw
         theta_0 = self.check_point(theta_0)
         theta_1 = self.check_point(theta_1)
         return jnp.abs(jnp.log(theta_1[0] / theta_0[0]))

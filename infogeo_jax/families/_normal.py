@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point, safe_sqrt
+from ..geometry import GeodesicSolver
 
 
 class Normal(AbstractExponentialFamily):
@@ -77,17 +78,30 @@ class Normal(AbstractExponentialFamily):
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return jnp.array([0.0, -0.5], eta.dtype)
 
-    def geodesic_distance(self, theta_0: PointLike, theta_1: PointLike) -> Scalar:
+    def geodesic_distance(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Scalar:
         r"""Closed-form Fisher-Rao distance.
 
         .. math::
             d = 2\sqrt2\,\mathrm{artanh}\sqrt{\frac{(\mu_0-\mu_1)^2/2 + (\sigma_0-\sigma_1)^2}
             {(\mu_0-\mu_1)^2/2 + (\sigma_0+\sigma_1)^2}}.
 
+        ``solver`` and ``throw`` are accepted for the signature of
+        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
+        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
+        the numerical one).
+
         References:
             Costa, Santos & Strapasson, *Fisher information distance: a geometrical reading*,
             Discrete Applied Mathematics 197 (2015), Eq. (7).
         """
+        del solver, throw
         m0, s0 = self.to_usual(theta_0)
         m1, s1 = self.to_usual(theta_1)
         half_dmu2 = 0.5 * (m0 - m1) ** 2
