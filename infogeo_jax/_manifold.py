@@ -549,6 +549,11 @@ class AbstractStatisticalManifold(eqx.Module):
         the flat closed forms are used: :math:`W(1) = w` (e-transport, natural coordinates)
         and :math:`W(1) = g(x(1))^{-1}g(\theta)w` (m-transport).
 
+        The numerical transport is differentiable in reverse mode (``jax.grad``,
+        ``jax.jacrev``, through diffrax's checkpointed adjoint); forward mode (``jax.jvp``,
+        ``jax.jacfwd``) raises a ``TypeError``, unlike :meth:`exp_map` and :meth:`log_map`,
+        which support both.
+
         Args:
             theta: start point, shape ``(dim,)``.
             w: the tangent vector at ``theta`` to transport, shape ``(dim,)``.
