@@ -221,7 +221,8 @@ bianchi = jax.jit(_bianchi_defects)
 @settings(max_examples=6, deadline=None)
 @given(
     theta=hst.lists(hst.floats(0.3, 8.0), min_size=3, max_size=3),
-    alpha=hst.floats(-2.0, 2.0),
+    # alpha = +-1 are flat (R = 0), where the identities hold trivially: stay away from them.
+    alpha=hst.floats(-2.0, 2.0).filter(lambda a: abs(abs(a) - 1.0) > 0.05),
 )
 def test_bianchi_identities(theta, alpha):
     first, second, route_gap, scale = bianchi(jnp.asarray(theta), jnp.asarray(alpha))
