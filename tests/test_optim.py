@@ -201,7 +201,11 @@ def _ng_step_dense(f, g, damping):
 
 @jax.jit
 def _ng_step_cg(f, g, damping):
-    block = scale_by_natural_gradient(lambda p: f, damping, solver="cg", cg_max_steps=10)
+    # Tolerances tight enough that CG runs to its n-step termination (the default cg_rtol=1e-6
+    # stops earlier, by design).
+    block = scale_by_natural_gradient(
+        lambda p: f, damping, solver="cg", cg_max_steps=10, cg_rtol=1e-13, cg_atol=0.0
+    )
     return one_update(block, g, g)
 
 
