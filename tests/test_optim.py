@@ -418,6 +418,45 @@ def test_mirror_descent_schedule_and_pytree():
             np.testing.assert_allclose(a, b, **TOL)
 
 
+def test_mirror_descent_damping_closed_form_and_damped_natural_gradient_limit():
+    # Quadratic F = x^T Q x / 2 with damping lam: the potential is F + lam |x|^2 / 2, so
+    # theta_+ = theta - lr (Q + lam I)^{-1} g exactly (the Newton inverse is exact in one step).
+    q = spd_matrix(jax.random.PRNGKey(3), 5)
+    theta = jax.random.normal(jax.random.PRNGKey(4), (5,))
+    lam, lr = 0.7, 0.3
+    opt = mirror_descent(lr, lambda x: 0.5 * x @ q @ x, damping=lam)
+    updates, _ = one_update(opt, G5, theta)
+    expected = -lr * jnp.linalg.solve(q + lam * jnp.eye(5), G5)
+    np.testing.assert_allclose(updates, expected, **TOL)
+    # Second route: with A as the potential, the small-step direction is the damped natural
+    # gradient (A'' + lam I)^{-1} g of natural_gradient with the same damping.
+    theta = NORMAL.from_usual(0.4, 1.3)
+    g = NLL_GRAD(theta)
+    md = scale_by_mirror_descent(
+        NORMAL.log_partition, 1e-7, damping=lam, in_domain=NORMAL.in_domain
+    )
+    direction, _ = one_update(md, g, theta)
+    ng = scale_by_natural_gradient(manifold_fisher(NORMAL), lam, solver="dense")
+    expected, _ = one_update(ng, g, theta)
+    np.testing.assert_allclose(direction, expected, rtol=1e-5, atol=1e-8)
+    # And damping changes the step (the test can fail).
+    undamped, _ = one_update(scale_by_mirror_descent(NORMAL.log_partition, 1e-7), g, theta)
+    assert float(jnp.max(jnp.abs(undamped - direction))) > 1e-2
+
+
+def test_mirror_descent_damping_errors():
+    with pytest.raises(ValueError, match="damping"):
+        mirror_descent(0.1, _entropy, damping=-1.0)
+    with pytest.raises(ValueError, match="inverse_gradient"):
+        mirror_descent(0.1, _entropy, damping=0.5, inverse_gradient=jnp.exp)
+    # A traced damping (inject_hyperparams) is checked at run time.
+    opt = optax.inject_hyperparams(mirror_descent, static_args=("potential", "inverse_gradient"))(
+        learning_rate=0.1, potential=_entropy, inverse_gradient=jnp.exp, damping=0.5
+    )
+    with pytest.raises(RUNTIME_ERRORS, match="damping"):
+        one_update(opt, jnp.array([0.3, -0.2]), jnp.array([1.0, 2.0]))
+
+
 def test_mirror_descent_newton_failure_raises():
     # grad F = exp(x) > 0 cannot reach a negative dual point.
     opt = mirror_descent(1.0, lambda x: jnp.sum(jnp.exp(x)), newton_max_steps=20)

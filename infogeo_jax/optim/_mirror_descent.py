@@ -136,6 +136,7 @@ def scale_by_mirror_descent(
     potential: Callable[[PyTree], Array],
     learning_rate: optax.ScalarOrSchedule = 1.0,
     *,
+    damping: float | Array = 0.0,
     inverse_gradient: Callable[[PyTree], PyTree] | None = None,
     newton_max_steps: int = 50,
     newton_rtol: float | None = None,
@@ -162,10 +163,17 @@ def scale_by_mirror_descent(
     exactly :math:`\theta_+ - \theta` up to rounding. Use the same learning rate in both
     places when composing by hand. As :math:`\alpha \to 0`,
     :math:`d \to (\nabla^2 F)^{-1} g`, the natural gradient for the Hessian metric of F.
+
     With the log-partition :math:`A` of an exponential family as the
     potential (``params`` its natural parameters), mirror descent is natural gradient descent in
     the expectation parameters, and with :math:`\alpha = 1` on the mean negative
     log-likelihood it lands on the maximum-likelihood estimate in one step.
+
+    ``damping`` :math:`\lambda` adds the Tikhonov term :math:`\frac\lambda2\|\theta\|^2` to the
+    potential, so the metric :math:`\nabla^2 F` (the Fisher, for :math:`F = A`) becomes
+    :math:`\nabla^2 F + \lambda I` as in :func:`natural_gradient`: the small-step limit is the
+    damped natural gradient :math:`(\nabla^2 F + \lambda I)^{-1} g`. The damped mirror map has
+    no closed-form inverse, so ``damping`` must be 0 when ``inverse_gradient`` is given.
 
     The inverse :math:`(\nabla F)^{-1} = \nabla F^*` comes from ``inverse_gradient`` when given
     (a closed form, e.g. ``family.natural_parameters``), else from a damped Newton solve on
@@ -176,7 +184,10 @@ def scale_by_mirror_descent(
     Args:
         potential: strictly convex :math:`F(\text{params}) \to` scalar (a Legendre function).
         learning_rate: :math:`\alpha`, a scalar or an optax schedule.
-        inverse_gradient: optional closed form of :math:`(\nabla F)^{-1}`, pytree to pytree.
+        damping: Tikhonov term :math:`\lambda \ge 0` added to the metric :math:`\nabla^2 F`
+            (the potential becomes :math:`F + \frac\lambda2\|\theta\|^2`).
+        inverse_gradient: optional closed form of :math:`(\nabla F)^{-1}`, pytree to pytree
+            (only with ``damping=0``).
         newton_max_steps: maximum Newton steps of the numerical inverse.
         newton_rtol: relative tolerance of the Newton solve (default 1e-12 in float64, 1e-6 in
             float32), elementwise on :math:`\nabla F(x) - y`; ``throw`` raises beyond 100 times
@@ -190,8 +201,11 @@ def scale_by_mirror_descent(
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
 
     Raises:
-        ValueError: if ``params`` is missing in ``update``.
-        equinox.EquinoxRuntimeError: if the Newton inverse did not converge (``throw=True``).
+        ValueError: if ``params`` is missing in ``update``, or ``damping`` is a nonzero number
+            while ``inverse_gradient`` is given.
+        equinox.EquinoxRuntimeError: if the Newton inverse did not converge (``throw=True``), or
+            (a traced ``damping``, e.g. under ``optax.inject_hyperparams``) if ``damping`` is
+            negative, or nonzero with ``inverse_gradient``.
 
     Example:
         >>> import jax.numpy as jnp, optax
@@ -209,6 +223,14 @@ def scale_by_mirror_descent(
         Res. Lett. 31 (2003), Eq. (3.1); Raskutti & Mukherjee, *The information geometry of
         mirror descent*, IEEE Trans. Inf. Theory 61 (2015), Theorem 1.
     """
+    if isinstance(damping, (int, float)):
+        if damping < 0:
+            raise ValueError(f"`damping` must be >= 0, got {damping}.")
+        if damping != 0 and inverse_gradient is not None:
+            raise ValueError(
+                "`inverse_gradient` is the closed-form inverse of the undamped mirror map; it "
+                "cannot be combined with a nonzero `damping` (drop one of them)."
+            )
 
     def init_fn(params: PyTree) -> ScaleByMirrorDescentState:
         del params
@@ -217,14 +239,27 @@ def scale_by_mirror_descent(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         require_params(params, "scale_by_mirror_descent / mirror_descent")
-        lr = _learning_rate(learning_rate, state.count, tree_dtype(updates))
-        grad_potential = jax.grad(potential)(params)
+        dtype = tree_dtype(updates)
+        lr = _learning_rate(learning_rate, state.count, dtype)
+        damp = jnp.asarray(damping, dtype)
+        bad_damping = (damp < 0) | ((damp != 0) & (inverse_gradient is not None))
+        damp = eqx.error_if(
+            damp,
+            bad_damping,
+            "mirror_descent: `damping` must be >= 0, and 0 when `inverse_gradient` is given.",
+        )
+
+        def damped_potential(x):
+            squared = sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(x))
+            return potential(x) + 0.5 * damp.astype(jnp.result_type(squared)) * squared
+
+        grad_potential = jax.grad(damped_potential)(params)
         dual = jax.tree.map(lambda a, g: a - lr.astype(a.dtype) * g, grad_potential, updates)
         if inverse_gradient is not None:
             target = inverse_gradient(dual)
         else:
             target = _newton_inverse_gradient(
-                potential,
+                damped_potential,
                 dual,
                 params,
                 newton_max_steps,
@@ -244,6 +279,7 @@ def mirror_descent(
     learning_rate: optax.ScalarOrSchedule,
     potential: Callable[[PyTree], Array],
     *,
+    damping: float | Array = 0.0,
     inverse_gradient: Callable[[PyTree], PyTree] | None = None,
     newton_max_steps: int = 50,
     newton_rtol: float | None = None,
@@ -263,7 +299,9 @@ def mirror_descent(
     Args:
         learning_rate: :math:`\alpha`, a scalar or an optax schedule.
         potential: the Legendre function :math:`F` of the mirror map :math:`\nabla F`.
-        inverse_gradient: optional closed form of :math:`(\nabla F)^{-1}`.
+        damping: Tikhonov term added to the metric :math:`\nabla^2 F` (see
+            :func:`scale_by_mirror_descent`).
+        inverse_gradient: optional closed form of :math:`(\nabla F)^{-1}` (``damping=0``).
         newton_max_steps: maximum Newton steps of the numerical inverse.
         newton_rtol: relative tolerance of the Newton solve.
         newton_atol: absolute tolerance of the Newton solve.
@@ -292,6 +330,7 @@ def mirror_descent(
         scale_by_mirror_descent(
             potential,
             learning_rate,
+            damping=damping,
             inverse_gradient=inverse_gradient,
             newton_max_steps=newton_max_steps,
             newton_rtol=newton_rtol,
