@@ -549,10 +549,8 @@ class AbstractStatisticalManifold(eqx.Module):
         the flat closed forms are used: :math:`W(1) = w` (e-transport, natural coordinates)
         and :math:`W(1) = g(x(1))^{-1}g(\theta)w` (m-transport).
 
-        The numerical transport is differentiable in reverse mode (``jax.grad``,
-        ``jax.jacrev``, through diffrax's checkpointed adjoint); forward mode (``jax.jvp``,
-        ``jax.jacfwd``) raises a ``TypeError``, unlike :meth:`exp_map` and :meth:`log_map`,
-        which support both.
+        Differentiable in forward and reverse mode with respect to ``theta``, ``w`` and ``v``
+        (or ``end_point``), through the variational equations of the transport system.
 
         Args:
             theta: start point, shape ``(dim,)``.
