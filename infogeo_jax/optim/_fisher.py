@@ -39,8 +39,8 @@ def manifold_fisher(manifold: AbstractStatisticalManifold) -> Callable[..., Metr
         >>> import jax.numpy as jnp
         >>> from infogeo_jax.families import Poisson
         >>> from infogeo_jax.optim import manifold_fisher
-        >>> manifold_fisher(Poisson())(jnp.array([0.0]))
-        Array([[1.]], dtype=float32)
+        >>> manifold_fisher(Poisson())(jnp.array([0.0])).tolist()
+        [[1.0]]
 
     References:
         Amari & Nagaoka, *Methods of Information Geometry* (2000), Eq. (2.6).
@@ -200,9 +200,8 @@ def predictive_fisher(
         >>> from infogeo_jax.optim import predictive_fisher
         >>> apply = lambda w, x: x @ w
         >>> fisher = predictive_fisher(apply, "gaussian")
-        >>> fisher(jnp.zeros(2), batch=jnp.array([[1.0, 0.0], [1.0, 2.0]])).as_matrix()
-        Array([[1., 1.],
-               [1., 2.]], dtype=float32)
+        >>> fisher(jnp.zeros(2), batch=jnp.array([[1.0, 0.0], [1.0, 2.0]])).as_matrix().tolist()
+        [[1.0, 1.0], [1.0, 2.0]]
 
     References:
         Martens, *New insights and perspectives on the natural gradient method*, JMLR 21 (2020),
