@@ -259,8 +259,8 @@ class FiniteSupport(AbstractQuadratureRule):
         >>> log_density = lambda th, x: jnp.where(x == 1, 1.0, 0.0) * th[0] - jnp.logaddexp(
         ...     0.0, th[0])
         >>> model = StatisticalModel(log_density, FiniteSupport(jnp.array([0, 1])))
-        >>> model.fisher_information(jnp.array([0.0]))  # p(1-p) = 0.25 # doctest: +SKIP
-        Array([[0.25]], dtype=float32)
+        >>> model.fisher_information(jnp.array([0.0])).round(6).tolist()  # p(1-p) = 0.25
+        [[0.25]]
     """
 
     points: Array
@@ -365,9 +365,9 @@ class Quadrature(AbstractQuadratureRule):
         ...     z = (x - theta[0]) / theta[1]
         ...     return -jnp.log(jnp.pi * theta[1]) - jnp.log1p(z**2)
         >>> rule = Quadrature(-jnp.inf, jnp.inf, 64, center=lambda th: (th[0], th[1]))
-        >>> StatisticalModel(cauchy, rule).fisher_information(jnp.array([0.0, 2.0]))
-        ... # doctest: +SKIP
-        Array([[0.125, 0.   ], [0.   , 0.125]], dtype=float32)
+        >>> fisher = StatisticalModel(cauchy, rule).fisher_information(jnp.array([0.0, 2.0]))
+        >>> (fisher.round(4) + 0.0).tolist()  # I / (2 gamma^2)
+        [[0.125, 0.0], [0.0, 0.125]]
 
     References:
         Takahasi & Mori, *Double exponential formulas for numerical integration*, Publ. RIMS 9
@@ -578,7 +578,8 @@ class MonteCarlo(AbstractExpectation):
         >>> sampler = lambda th, key, n: th[0] + jax.random.normal(key, (n,))
         >>> rule = MonteCarlo(sampler, 10_000, jax.random.key(0))
         >>> model = StatisticalModel(lambda th, x: -0.5 * (x - th[0]) ** 2 - 0.9189385, rule)
-        >>> model.fisher_information(jnp.array([0.3]))  # about 1 # doctest: +SKIP
+        >>> round(float(model.fisher_information(jnp.array([0.3]))[0, 0]), 1)  # about 1
+        1.0
 
     References:
         Foerster et al., *DiCE: The infinitely differentiable Monte Carlo estimator*, ICML 2018;

@@ -165,7 +165,7 @@ class AbstractStatisticalManifold(eqx.Module):
         Example:
             >>> import jax.numpy as jnp
             >>> from infogeo_jax.families import Normal
-            >>> float(Normal().scalar_curvature(jnp.array([0.3, -0.5])))  # doctest: +SKIP
+            >>> round(float(Normal().scalar_curvature(jnp.array([0.3, -0.5]))), 4)
             -1.0
         """
         theta = self.check_point(theta)
@@ -315,8 +315,8 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> fam = Normal()
             >>> theta = fam.from_usual(0.0, 1.0)
             >>> v = fam.log_map(theta, fam.from_usual(1.0, 2.0))
-            >>> fam.exp_map(theta, v)  # doctest: +SKIP
-            Array([ 0.25 , -0.125], dtype=float64)
+            >>> fam.exp_map(theta, v).round(4).tolist()  # N(1, 2^2): (mu/s^2, -1/(2 s^2))
+            [0.25, -0.125]
 
         References:
             Amari & Nagaoka (2000), Sec. 1.6 (geodesics) and Sec. 3.3 (alpha-connections).
@@ -422,7 +422,7 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> from infogeo_jax.geometry import RESULTS
             >>> sol = Dirichlet(3).solve_log_map(jnp.array([0.5, 1.0, 4.0]),
             ...                                  jnp.array([6.0, 0.7, 2.0]))
-            >>> bool(sol.result == RESULTS.successful)  # doctest: +SKIP
+            >>> bool(sol.result == RESULTS.successful)
             True
 
         References:
@@ -471,8 +471,8 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> from infogeo_jax.families import Beta
             >>> fam = Beta()
             >>> v = fam.log_map(jnp.array([0.2, 0.3]), jnp.array([20.0, 10.0]))
-            >>> fam.exp_map(jnp.array([0.2, 0.3]), v)  # doctest: +SKIP
-            Array([20., 10.], dtype=float64)
+            >>> fam.exp_map(jnp.array([0.2, 0.3]), v).round(3).tolist()
+            [20.0, 10.0]
         """
         theta_0, theta_1 = self._check_pair(theta_0, theta_1)
         return _log_map_impl(self, alpha, theta_0, theta_1, _settings(solver, theta_0), throw)
@@ -514,8 +514,8 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> from infogeo_jax.families import Poisson
             >>> fam = Poisson()  # closed form 2 |sqrt(l1) - sqrt(l0)|
             >>> a, b = jnp.log(jnp.array([1.0])), jnp.log(jnp.array([4.0]))
-            >>> AbstractStatisticalManifold.geodesic_distance(fam, a, b)  # doctest: +SKIP
-            Array(2., dtype=float64)
+            >>> round(float(AbstractStatisticalManifold.geodesic_distance(fam, a, b)), 4)
+            2.0
 
         References:
             Rao, *Information and the accuracy attainable in the estimation of statistical
@@ -618,7 +618,7 @@ class StatisticalManifold(AbstractStatisticalManifold):
         >>> import jax.numpy as jnp
         >>> # The hyperbolic half-plane (Poincare metric), curvature -1 / scalar curvature -2.
         >>> half_plane = StatisticalManifold(lambda th: jnp.eye(2) / th[1] ** 2)
-        >>> float(half_plane.scalar_curvature(jnp.array([0.0, 2.0])))  # doctest: +SKIP
+        >>> round(float(half_plane.scalar_curvature(jnp.array([0.0, 2.0]))), 4)
         -2.0
     """
 

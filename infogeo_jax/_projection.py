@@ -463,8 +463,8 @@ def m_projection(
         >>> import jax.numpy as jnp
         >>> from infogeo_jax.families import Normal
         >>> x = jnp.array([0.0, 1.0, 2.0, 3.0])
-        >>> Normal().to_usual(m_projection(Normal(), samples=x))  # doctest: +SKIP
-        (Array(1.5, dtype=float32), Array(1.118034, dtype=float32))
+        >>> [round(float(u), 4) for u in Normal().to_usual(m_projection(Normal(), samples=x))]
+        [1.5, 1.118]
 
     References:
         Amari & Nagaoka (2000), Theorem 3.8; Amari (2016), Theorem 1.4 (projection theorem).
@@ -626,8 +626,8 @@ def e_projection_affine(
         >>> p = Normal().from_usual(0.0, 2.0)
         >>> res = e_projection_affine(Normal(), p, constraint_matrix=jnp.array([[1.0, 0.0]]),
         ...                           constraint_value=jnp.array([1.0]))
-        >>> Normal().to_usual(res.theta)  # tilting a normal shifts its mean  # doctest: +SKIP
-        (Array(1., dtype=float32), Array(2., dtype=float32))
+        >>> [round(float(u), 4) for u in Normal().to_usual(res.theta)]  # the mean shifts
+        [1.0, 2.0]
 
     References:
         Csiszar (1975), Theorem 3.1 (I-projection onto linear families) and Eq. (3.2);
@@ -725,8 +725,8 @@ def e_projection(
         >>> rule = Quadrature(-jnp.inf, jnp.inf, 128, center=lambda th: Normal().to_usual(th))
         >>> cauchy = lambda x: -jnp.log1p(x**2)  # unnormalized log-density
         >>> res = e_projection(Normal(), cauchy, expectation=rule)
-        >>> Normal().to_usual(res.theta)  # doctest: +SKIP
-        (Array(0., dtype=float64), Array(1.63397844, dtype=float64))
+        >>> [round(float(u), 3) + 0.0 for u in Normal().to_usual(res.theta)]
+        [0.0, 1.634]
 
     References:
         Amari (1998), *Natural gradient works efficiently in learning*, Neural Comput. 10;
