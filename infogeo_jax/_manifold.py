@@ -30,7 +30,7 @@ from ._custom_types import (
     Tensor3,
     Tensor4,
 )
-from ._misc import as_point, check_domain, safe_sqrt, solve_metric
+from ._misc import as_point, check_domain, finite_and_in_domain, safe_sqrt, solve_metric
 from .geometry import _curvature, _geodesic
 from .geometry._geodesic import RESULTS, GeodesicSolver, LogMapSolution
 
@@ -649,10 +649,7 @@ class StatisticalManifold(AbstractStatisticalManifold):
         return self.static_dim
 
     def in_domain(self, theta: Point) -> Scalar:
-        ok = jnp.all(jnp.isfinite(theta))
-        if self.in_domain_fn is not None:
-            ok = jnp.logical_and(ok, self.in_domain_fn(theta))
-        return ok
+        return finite_and_in_domain(theta, self.in_domain_fn)
 
     def metric(self, theta: PointLike) -> Metric:
         """The user's metric at ``theta``, shape ``(dim, dim)``."""

@@ -33,6 +33,12 @@ def check_domain(theta: Point, ok: BoolScalar, message: str) -> Point:
     return eqx.error_if(theta, jnp.logical_not(ok), message)
 
 
+def finite_and_in_domain(theta: Point, in_domain=None) -> BoolScalar:
+    """Whether ``theta`` is finite and satisfies an optional user predicate ``in_domain``."""
+    ok = jnp.all(jnp.isfinite(theta))
+    return ok if in_domain is None else jnp.logical_and(ok, in_domain(theta))
+
+
 def solve_metric(g: Metric, b: Array) -> Array:
     """Solve ``g x = b`` for a symmetric positive-definite ``g`` (``b`` may have extra axes)."""
     factor = jax.scipy.linalg.cho_factor(g)

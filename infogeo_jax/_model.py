@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from ._custom_types import Array, Metric, Point, PointLike, PyTree, Sample, Scalar, ScalarLike
 from ._expectation import AbstractExpectation, AbstractQuadratureRule, _scalar_log_density
 from ._manifold import AbstractStatisticalManifold
-from ._misc import as_point, inverse_metric, safe_sqrt
+from ._misc import as_point, finite_and_in_domain, inverse_metric, safe_sqrt
 
 
 class _Composed(eqx.Module):
@@ -166,10 +166,7 @@ class StatisticalModel(AbstractStatisticalManifold):
 
     def in_domain(self, theta: Point) -> Scalar:
         """Whether ``theta`` is finite and satisfies the user's ``in_domain`` (if any)."""
-        ok = jnp.all(jnp.isfinite(theta))
-        if self.in_domain_fn is not None:
-            ok = jnp.logical_and(ok, self.in_domain_fn(theta))
-        return ok
+        return finite_and_in_domain(theta, self.in_domain_fn)
 
     def _base(self, theta: Point) -> Point:
         """The coordinates of ``log_density`` (``to_theta(theta)``)."""
