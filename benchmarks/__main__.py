@@ -25,7 +25,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from ._common import print_table  # noqa: E402
+from ._common import group_rows, print_table  # noqa: E402
 
 
 def discover() -> list[str]:
@@ -48,17 +48,6 @@ def machine_summary() -> list[str]:
     except (OSError, subprocess.CalledProcessError):
         lines.append(f"cpu: {platform.processor() or platform.machine()}")
     return lines
-
-
-def group(module: str, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Split rows into tables by their ``table`` key (default: the module name)."""
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        row = dict(row)
-        title = row.pop("table", None)
-        title = f"{module}: {title}" if title else module
-        tables.setdefault(title, []).append(row)
-    return tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in machine_summary():
             print(f"- {line}")
         for name, rows, seconds in results:
-            for title, table in group(name, rows).items():
+            for title, table in group_rows(rows, name).items():
                 print_table(title, table)
             print(f"\n({name}: {seconds:.1f} s)")
         print(f"\nTotal: {total:.1f} s for {len(results)} module(s).")

@@ -60,6 +60,29 @@ def import_geomstats(backend: str = "autograd"):
     return geomstats
 
 
+def group_rows(
+    rows: list[dict[str, Any]], module: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Split rows into tables by their ``table`` key, which is removed from each row.
+
+    With ``module``, titles read ``"module: table"`` (just ``module`` for rows without a key).
+    """
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        row = dict(row)
+        title = row.pop("table", None)
+        if module is not None:
+            title = f"{module}: {title}" if title else module
+        tables.setdefault(str(title), []).append(row)
+    return tables
+
+
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    """Print rows as tables grouped by their ``table`` key (a module run on its own)."""
+    for title, table in group_rows(rows).items():
+        print_table(title, table)
+
+
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     """Print rows (dicts with the same keys) as an aligned text table."""
     print(f"\n## {title}")

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from infogeo_jax.families import Beta, Dirichlet  # noqa: E402
 from infogeo_jax.geometry import RESULTS, GeodesicSolver  # noqa: E402
 
-from ._common import import_geomstats, print_table, time_call, time_jitted  # noqa: E402
+from ._common import import_geomstats, print_tables, time_call, time_jitted  # noqa: E402
 
 REFERENCE = GeodesicSolver(
     ode_solver=diffrax.Tsit5(),
@@ -207,13 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer points and pairs")
     args = parser.parse_args()
-    rows = run(quick=args.quick)
-    tables: dict[str, list[dict]] = {}
-    for row in rows:
-        row = dict(row)
-        tables.setdefault(row.pop("table"), []).append(row)
-    for title, table in tables.items():
-        print_table(title, table)
+    print_tables(run(quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import infogeo_jax as ig  # noqa: E402
 from infogeo_jax.families import Dirichlet  # noqa: E402
 from infogeo_jax.optim import natural_gradient, predictive_fisher  # noqa: E402
 
-from ._common import import_geomstats, print_table, time_call, time_jitted  # noqa: E402
+from ._common import import_geomstats, print_tables, time_call, time_jitted  # noqa: E402
 
 DIRICHLET_K = (2, 5, 10, 20, 30, 50)
 DIRICHLET_K_QUICK = (2, 5, 10)
@@ -269,13 +269,7 @@ def _main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
-    rows = run(args.quick)
-    tables: dict[str, list[dict]] = {}
-    for row in rows:
-        row = dict(row)
-        tables.setdefault(row.pop("table"), []).append(row)
-    for title, table in tables.items():
-        print_table(title, table)
+    print_tables(run(args.quick))
     print(f"\n(total {time.perf_counter() - start:.1f} s)")
 
 
