@@ -2,6 +2,7 @@ r"""Mirror descent and exponentiated gradient as optax transformations."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -132,6 +133,12 @@ def _newton_inverse_gradient(
     return unravel(x)
 
 
+def _with_tikhonov(potential: Callable[[PyTree], Array], damping: Array, x: PyTree) -> Array:
+    """``potential(x) + damping / 2 * |x|^2`` over all leaves of ``x``."""
+    squared = sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(x))
+    return potential(x) + 0.5 * damping.astype(jnp.result_type(squared)) * squared
+
+
 def scale_by_mirror_descent(
     potential: Callable[[PyTree], Array],
     learning_rate: optax.ScalarOrSchedule = 1.0,
@@ -223,6 +230,8 @@ def scale_by_mirror_descent(
         Res. Lett. 31 (2003), Eq. (3.1); Raskutti & Mukherjee, *The information geometry of
         mirror descent*, IEEE Trans. Inf. Theory 61 (2015), Theorem 1.
     """
+    # A Python 0 (the default) adds nothing: skip the term and its run-time check.
+    static_zero_damping = isinstance(damping, (int, float)) and damping == 0
     if isinstance(damping, (int, float)):
         if damping < 0:
             raise ValueError(f"`damping` must be >= 0, got {damping}.")
@@ -241,17 +250,17 @@ def scale_by_mirror_descent(
         require_params(params, "scale_by_mirror_descent / mirror_descent")
         dtype = tree_dtype(updates)
         lr = _learning_rate(learning_rate, state.count, dtype)
-        damp = jnp.asarray(damping, dtype)
-        bad_damping = (damp < 0) | ((damp != 0) & (inverse_gradient is not None))
-        damp = eqx.error_if(
-            damp,
-            bad_damping,
-            "mirror_descent: `damping` must be >= 0, and 0 when `inverse_gradient` is given.",
-        )
-
-        def damped_potential(x):
-            squared = sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(x))
-            return potential(x) + 0.5 * damp.astype(jnp.result_type(squared)) * squared
+        if static_zero_damping:
+            damped_potential = potential
+        else:
+            damp = jnp.asarray(damping, dtype)
+            bad_damping = (damp < 0) | ((damp != 0) & (inverse_gradient is not None))
+            damp = eqx.error_if(
+                damp,
+                bad_damping,
+                "mirror_descent: `damping` must be >= 0, and 0 when `inverse_gradient` is given.",
+            )
+            damped_potential = functools.partial(_with_tikhonov, potential, damp)
 
         grad_potential = jax.grad(damped_potential)(params)
         dual = jax.tree.map(lambda a, g: a - lr.astype(a.dtype) * g, grad_potential, updates)
