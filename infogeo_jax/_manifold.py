@@ -489,7 +489,9 @@ class AbstractStatisticalManifold(eqx.Module):
 
         :math:`d(\theta_0, \theta_1) = \|\log_{\theta_0}\theta_1\|_{g(\theta_0)}`, the
         length of the alpha = 0 geodesic found by :meth:`log_map`. Catalogue families
-        override it with closed forms where they exist (normal, categorical, Poisson, ...).
+        override it with closed forms where they exist (normal, categorical, Poisson, ...);
+        the overrides accept ``solver`` and ``throw`` and ignore them (no solve), and
+        ``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs the numerical one.
         Its first derivatives come from the envelope theorem, not from the Newton iterations:
         :math:`\partial d/\partial\theta_1 = g(\theta_1)\dot\gamma(1)/d` and
         :math:`\partial d/\partial\theta_0 = -g(\theta_0)\dot\gamma(0)/d` for the

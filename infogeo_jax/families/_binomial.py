@@ -75,10 +75,7 @@ class Binomial(AbstractExponentialFamily):
     ) -> Scalar:
         r"""Closed form :math:`2\sqrt{n}\arccos(\sqrt{p_0p_1} + \sqrt{(1-p_0)(1-p_1)})`.
 
-        ``solver`` and ``throw`` are accepted for the signature of
-        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
-        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
-        the numerical one).
+        ``solver`` and ``throw`` are ignored (see the base method).
         """
         del solver, throw
         p0 = jax.nn.sigmoid(self.check_point(theta_0)[0])

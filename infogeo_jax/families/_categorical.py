@@ -82,10 +82,7 @@ class Categorical(AbstractExponentialFamily):
     ) -> Scalar:
         r"""Closed-form Fisher-Rao distance :math:`2\arccos\sum_i\sqrt{p_i q_i}`.
 
-        ``solver`` and ``throw`` are accepted for the signature of
-        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
-        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
-        the numerical one).
+        ``solver`` and ``throw`` are ignored (see the base method).
 
         References:
             Rao (1945); Amari & Nagaoka (2000), Sec. 2.5 (the simplex as a sphere of radius 2).

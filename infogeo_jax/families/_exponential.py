@@ -62,10 +62,7 @@ class Exponential(AbstractExponentialFamily):
     ) -> Scalar:
         r"""Closed-form Fisher-Rao distance :math:`|\log(\lambda_1 / \lambda_0)|`.
 
-        ``solver`` and ``throw`` are accepted for the signature of
-        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
-        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
-        the numerical one).
+        ``solver`` and ``throw`` are ignored (see the base method).
         """
         del solver, throw
         theta_0 = self.check_point(theta_0)

@@ -94,10 +94,7 @@ class Normal(AbstractExponentialFamily):
             d = 2\sqrt2\,\mathrm{artanh}\sqrt{\frac{(\mu_0-\mu_1)^2/2 + (\sigma_0-\sigma_1)^2}
             {(\mu_0-\mu_1)^2/2 + (\sigma_0+\sigma_1)^2}}.
 
-        ``solver`` and ``throw`` are accepted for the signature of
-        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
-        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
-        the numerical one).
+        ``solver`` and ``throw`` are ignored (see the base method).
 
         References:
             Costa, Santos & Strapasson, *Fisher information distance: a geometrical reading*,

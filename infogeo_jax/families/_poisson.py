@@ -58,10 +58,7 @@ class Poisson(AbstractExponentialFamily):
     ) -> Scalar:
         r"""Closed-form Fisher-Rao distance :math:`2|\sqrt{\lambda_1} - \sqrt{\lambda_0}|`.
 
-        ``solver`` and ``throw`` are accepted for the signature of
-        :meth:`AbstractStatisticalManifold.geodesic_distance` and unused: the closed form
-        needs no solve (``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs
-        the numerical one).
+        ``solver`` and ``throw`` are ignored (see the base method).
         """
         del solver, throw
         theta_0 = self.check_point(theta_0)
