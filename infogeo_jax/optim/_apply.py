@@ -258,7 +258,7 @@ def split_trainable(
 def trainable_zeros(params: PyTree) -> PyTree:
     """Zeros like the trainable leaves of ``params``, ``None`` elsewhere (optimizer state)."""
     return jax.tree.map(
-        lambda x: jnp.zeros_like(x) if is_trainable(x) else None,
+        lambda x: jnp.zeros_like(x) if is_trainable(x) else (x if _is_masked(x) else None),
         params,
         is_leaf=_is_masked,
     )

@@ -1,0 +1,328 @@
+"""The optimizers in ordinary training loops: equinox, flax nnx, flax linen, haiku, optax wrappers.
+
+Each test is written as a user writes the loop; each checks that the loss goes down and, where
+an exact answer exists, that the update equals the one of a second, hand-written route (a plain
+function, the dense Fisher with the frozen rows and columns dropped, one large batch).
+"""
+
+import re
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from infogeo_jax.families import Poisson
+from infogeo_jax.optim import (
+    apply_gradients,
+    empirical_fisher,
+    manifold_fisher,
+    mirror_descent,
+    natural_gradient,
+    not_a_schedule,
+    predictive_fisher,
+)
+
+TOL = dict(rtol=1e-12, atol=1e-12)
+KEYS = jax.random.split(jax.random.key(0), 8)
+X = jax.random.normal(KEYS[0], (32, 3))
+Y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(jnp.int32) + (X[:, 2] > 0.5).astype(jnp.int32)
+N_CLASSES = 3
+
+
+def xent(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def tree_allclose(a, b, **tol):
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    assert ta == tb
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), **(tol or TOL))
+
+
+# --- plain functions --------------------------------------------------------------------------
+
+
+def mlp_apply(p, x):
+    return jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+
+P0 = {
+    "w1": 0.5 * jax.random.normal(KEYS[1], (3, 6)),
+    "b1": jnp.zeros(6),
+    "w2": 0.5 * jax.random.normal(KEYS[2], (6, N_CLASSES)),
+    "b2": jnp.zeros(N_CLASSES),
+}
+
+
+def plain_loss(p, x, y):
+    return xent(mlp_apply(p, x), y)
+
+
+# --- equinox ----------------------------------------------------------------------------------
+
+
+class EqxNet(eqx.Module):
+    mlp: eqx.nn.MLP
+    calls: jax.Array  # an integer buffer: not trainable
+
+    def __call__(self, x):
+        return self.mlp(x) + 0.0 * self.calls
+
+
+def eqx_net():
+    mlp = eqx.nn.MLP(3, N_CLASSES, 6, 1, activation=jnp.tanh, key=KEYS[3])
+    return EqxNet(mlp, jnp.array(0, jnp.int32))
+
+
+def eqx_loss(model, x, y):
+    return xent(jax.vmap(model)(x), y)
+
+
+@pytest.mark.parametrize("filter_spec", [eqx.is_array, eqx.is_inexact_array])
+def test_equinox_module_as_it_is(filter_spec):
+    model = eqx_net()
+    opt = natural_gradient(0.5, predictive_fisher(model, "categorical"), damping=1e-2)
+    opt_state = opt.init(eqx.filter(model, filter_spec))
+
+    @eqx.filter_jit
+    def step(model, opt_state, x, y):
+        loss, grads = eqx.filter_value_and_grad(eqx_loss)(model, x, y)
+        params = eqx.filter(model, filter_spec)
+        updates, opt_state = opt.update(grads, opt_state, params, batch=(x, y))
+        return eqx.apply_updates(model, updates), opt_state, loss
+
+    losses = []
+    for _ in range(6):
+        model, opt_state, loss = step(model, opt_state, X, Y)
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.calls.dtype == jnp.int32
+
+    # Second route: the closure over the static part that users had to write by hand.
+    model0 = eqx_net()
+    params, static = eqx.partition(model0, eqx.is_inexact_array)
+    by_hand = lambda p, x: jax.vmap(eqx.combine(p, static))(x)
+    grads = eqx.filter_grad(eqx_loss)(model0, X, Y)
+    fisher_a = predictive_fisher(model0, "categorical")
+    fisher_b = predictive_fisher(by_hand, "categorical")
+    mat_a = fisher_a(eqx.filter(model0, filter_spec), batch=(X, Y)).as_matrix()
+    mat_b = fisher_b(params, batch=(X, Y)).as_matrix()
+    np.testing.assert_allclose(mat_a, mat_b, **TOL)
+    opt_a = natural_gradient(1.0, fisher_a, damping=1e-3, solver="dense")
+    opt_b = natural_gradient(1.0, fisher_b, damping=1e-3, solver="dense")
+    pa = eqx.filter(model0, filter_spec)
+    ua, _ = opt_a.update(grads, opt_a.init(pa), pa, batch=(X, Y))
+    ub, _ = opt_b.update(grads, opt_b.init(params), params, batch=(X, Y))
+    tree_allclose(ua, ub)
+
+
+def test_empirical_fisher_with_a_model():
+    model = eqx_net()
+    params = eqx.filter(model, eqx.is_array)
+    loglik = lambda logits, example: jax.nn.log_softmax(logits)[example[1]]
+    op = empirical_fisher(loglik, model=model)(params, batch=(X, Y))
+    # Second route: G^T G / n from the explicit per-example score Jacobian.
+    diff, static = eqx.partition(model, eqx.is_inexact_array)
+    per_example = lambda p: jax.vmap(lambda x, y: jax.nn.log_softmax(eqx.combine(p, static)(x))[y])(
+        X, Y
+    )
+    jac = jax.jacrev(per_example)(diff)
+    g = jnp.concatenate([j.reshape(X.shape[0], -1) for j in jax.tree.leaves(jac)], axis=1)
+    np.testing.assert_allclose(op.as_matrix(), g.T @ g / X.shape[0], **TOL)
+
+
+# --- flax nnx ---------------------------------------------------------------------------------
+
+
+def nnx_net():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, dropout, rngs):
+            f64 = dict(param_dtype=jnp.float64, rngs=rngs)
+            self.l1 = nnx.Linear(3, 8, **f64)
+            self.bn = nnx.BatchNorm(8, **f64)
+            self.dropout = nnx.Dropout(0.3, rngs=rngs) if dropout else None
+            self.l2 = nnx.Linear(8, N_CLASSES, **f64)
+
+        def __call__(self, x):
+            h = jax.nn.relu(self.bn(self.l1(x)))
+            if self.dropout is not None:
+                h = self.dropout(h)
+            return self.l2(h)
+
+    return Net
+
+
+def _snapshot(state):
+    from flax import nnx
+
+    def copy(a):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a = jax.random.key_data(a)
+        return np.array(a)
+
+    return jax.tree.map(copy, nnx.to_pure_dict(state))
+
+
+# nnx.BatchNorm keeps float32 statistics whatever the param dtype: updating them from a float64
+# batch warns (in the user's forward as in ours).
+@pytest.mark.filterwarnings("ignore:scatter inputs have incompatible types")
+def test_flax_nnx_optimizer_batchnorm_dropout():
+    from flax import nnx
+
+    net = nnx_net()
+    model = net(True, nnx.Rngs(0))
+    # Dropout is off in the curvature, which so underestimates the curvature of the noisy
+    # training loss: a moderate step and damping keep the steps in the trusted region.
+    tx = natural_gradient(0.2, predictive_fisher(model, "categorical"), damping=1e-1)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        loss_fn = lambda model: xent(model(x), y)
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads, batch=(x, y))
+        return loss
+
+    eval_loss = lambda: float(xent(model(X), Y))
+    model.eval()
+    start = eval_loss()
+    model.train()
+    losses = [float(train_step(model, optimizer, X, Y)) for _ in range(8)]
+    model.eval()
+    assert eval_loss() < 0.7 * start
+    assert losses[-1] < losses[0]
+    model.train()
+
+    # The curvature computation never touches the model's batch statistics or RNG state.
+    fisher = predictive_fisher(model, "categorical")
+    before = _snapshot(nnx.state(model, nnx.Not(nnx.Param)))
+    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    mat = jax.jit(lambda p: fisher(p, batch=(X, Y)).as_matrix())(params)
+    after = _snapshot(nnx.state(model, nnx.Not(nnx.Param)))
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+
+    # Second route: the same network without the dropout layer (dropout is off in the
+    # curvature), through an explicit Jacobian of a functional train-mode forward.
+    twin = net(False, nnx.Rngs(1))
+    nnx.update(twin, nnx.state(model, nnx.Param))
+    twin.train()  # batch normalization on the batch statistics
+    graphdef, _, rest = nnx.split(twin, nnx.Param, ...)
+    forward = lambda p: nnx.merge(graphdef, p, nnx.as_pure(rest))(X)
+    logits = forward(params)
+    jac = jax.jacrev(forward)(params)
+    j = jnp.concatenate([a.reshape(*logits.shape, -1) for a in jax.tree.leaves(jac)], -1)
+    prob = jax.nn.softmax(logits)
+    m = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(prob)
+    expected = jnp.einsum("nkp,nkl,nlq->pq", j, m, j) / X.shape[0]
+    np.testing.assert_allclose(mat, expected, rtol=1e-10, atol=1e-12)
+
+
+# --- flax linen -------------------------------------------------------------------------------
+
+
+def test_flax_linen_train_state():
+    from flax import linen as nn
+    from flax.training.train_state import TrainState
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(N_CLASSES)(jnp.tanh(nn.Dense(6)(x)))
+
+    module = Net()
+    variables = module.init(KEYS[4], X)
+    tx = natural_gradient(0.5, predictive_fisher(module, "categorical"), damping=1e-2)
+    state = TrainState.create(apply_fn=module.apply, params=variables["params"], tx=tx)
+
+    @jax.jit
+    def train_step(state, x, y):
+        loss_fn = lambda p: xent(state.apply_fn({"params": p}, x), y)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        return apply_gradients(state, grads=grads, batch=(x, y)), loss
+
+    losses = []
+    for _ in range(6):
+        state, loss = train_step(state, X, Y)
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(state.step) == 6
+
+    # Second route: the same update through a plain function and plain optax.
+    params = variables["params"]
+    plain = lambda p, x: module.apply({"params": p}, x)
+    grads = jax.grad(lambda p: xent(plain(p, X), Y))(params)
+    ref = natural_gradient(0.5, predictive_fisher(plain, "categorical"), damping=1e-2)
+    updates, _ = ref.update(grads, ref.init(params), params, batch=(X, Y))
+    state0 = TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+    tree_allclose(
+        apply_gradients(state0, grads=grads, batch=(X, Y)).params,
+        optax.apply_updates(params, updates),
+    )
+
+
+# --- haiku ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_rng", [True, False])
+def test_haiku_transform(with_rng):
+    import haiku as hk
+
+    def forward(x):
+        return hk.nets.MLP([6, N_CLASSES], activation=jnp.tanh)(x)
+
+    transformed = hk.transform(forward)
+    params = transformed.init(KEYS[5], X)
+    if not with_rng:
+        transformed = hk.without_apply_rng(transformed)
+    apply = (lambda p, x: transformed.apply(p, None, x)) if with_rng else transformed.apply
+    opt = natural_gradient(0.5, predictive_fisher(transformed, "categorical"), damping=1e-2)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(lambda p: xent(apply(p, x), y))(params)
+        updates, opt_state = opt.update(grads, opt_state, params, batch=(x, y))
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    p, losses = params, []
+    for _ in range(6):
+        p, opt_state, loss = step(p, opt_state, X, Y)
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    # Second route: the plain function.
+    mat = predictive_fisher(transformed, "categorical")(params, batch=(X, Y)).as_matrix()
+    ref = predictive_fisher(apply, "categorical")(params, batch=(X, Y)).as_matrix()
+    np.testing.assert_allclose(mat, ref, **TOL)
+
+
+# --- missing batch: the error says what to write ----------------------------------------------
+
+
+def test_missing_batch_error_names_each_framework():
+    opt = natural_gradient(1.0, predictive_fisher(mlp_apply, "categorical"))
+    with pytest.raises(ValueError) as info:
+        opt.update(P0, opt.init(P0), P0)
+    message = str(info.value)
+    for snippet in (
+        "opt.update(grads, opt_state, params, batch=batch)",
+        "optimizer.update(model, grads, batch=batch)",
+        "apply_gradients(state, grads=grads, batch=batch)",
+        "equinox",
+        "haiku",
+    ):
+        assert snippet in message
+
+
+def test_not_a_model_is_a_type_error():
+    with pytest.raises(TypeError, match="equinox module"):
+        predictive_fisher(3, "categorical")  # type: ignore[arg-type]
