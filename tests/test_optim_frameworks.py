@@ -5,13 +5,9 @@ an exact answer exists, that the update equals the one of a second, hand-written
 function, the dense Fisher with the frozen rows and columns dropped, one large batch).
 """
 
-import re
-from pathlib import Path
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
 import optax
 import pytest
@@ -326,3 +322,152 @@ def test_missing_batch_error_names_each_framework():
 def test_not_a_model_is_a_type_error():
     with pytest.raises(TypeError, match="equinox module"):
         predictive_fisher(3, "categorical")  # type: ignore[arg-type]
+
+
+# --- optax.masked and optax.multi_transform ---------------------------------------------------
+
+MASK = {"w1": False, "b1": True, "w2": True, "b2": False}
+FISHER = predictive_fisher(mlp_apply, "categorical")
+
+
+def _reference_direction(params, grads, damping):
+    """Dense route: the full Fisher with the frozen rows and columns dropped, then Cholesky."""
+    full = FISHER(params, batch=(X, Y)).as_matrix()
+    chosen = ravel_pytree(jax.tree.map(lambda a, m: jnp.full(a.shape, m), params, MASK))[0]
+    idx = np.flatnonzero(np.asarray(chosen))
+    block = full[idx][:, idx] + damping * jnp.eye(idx.size)
+    rhs = ravel_pytree(grads)[0][idx]
+    return idx, jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(block), rhs)
+
+
+@jax.jit
+def _masked_update(params):
+    grads = jax.grad(plain_loss)(params, X, Y)
+    opt = optax.masked(natural_gradient(1.0, FISHER, 1e-2, solver="dense"), MASK)
+    updates, _ = opt.update(grads, opt.init(params), params, batch=(X, Y), full_params=params)
+    return grads, updates
+
+
+def test_masked_natural_gradient_equals_the_fisher_block():
+    grads, updates = _masked_update(P0)
+    idx, direction = _reference_direction(P0, grads, 1e-2)
+    flat = ravel_pytree(updates)[0]
+    np.testing.assert_allclose(flat[idx], -direction, rtol=1e-12, atol=1e-14)
+    # Leaves outside the mask are passed through unchanged, as optax.masked does.
+    for name, chosen in MASK.items():
+        if not chosen:
+            np.testing.assert_array_equal(updates[name], grads[name])
+
+
+def test_masked_needs_the_full_params():
+    grads = jax.grad(plain_loss)(P0, X, Y)
+    opt = optax.masked(natural_gradient(1.0, FISHER, 1e-2), MASK)
+    with pytest.raises(ValueError, match="full_params=params"):
+        opt.update(grads, opt.init(P0), P0, batch=(X, Y))
+
+
+def test_multi_transform_natural_gradient_and_adam():
+    labels = {k: ("natural" if v else "adam") for k, v in MASK.items()}
+    opt = optax.multi_transform(
+        {"natural": natural_gradient(1.0, FISHER, 1e-2, solver="dense"), "adam": optax.adam(0.05)},
+        labels,
+    )
+
+    @jax.jit
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(plain_loss)(params, X, Y)
+        updates, opt_state = opt.update(grads, opt_state, params, batch=(X, Y), full_params=params)
+        return optax.apply_updates(params, updates), opt_state, loss, grads, updates
+
+    params, opt_state = P0, opt.init(P0)
+    params, opt_state, loss0, grads, updates = step(params, opt_state)
+    idx, direction = _reference_direction(P0, grads, 1e-2)
+    np.testing.assert_allclose(ravel_pytree(updates)[0][idx], -direction, rtol=1e-12, atol=1e-14)
+    adam = optax.adam(0.05)
+    adam_part = {k: grads[k] for k in ("w1", "b2")}
+    adam_updates, _ = adam.update(adam_part, adam.init(adam_part))
+    tree_allclose({k: updates[k] for k in ("w1", "b2")}, adam_updates)
+    for _ in range(5):
+        params, opt_state, loss, *_ = step(params, opt_state)
+    assert loss < 0.7 * loss0
+
+
+def test_masked_manifold_fisher_is_the_metric_block():
+    family = Poisson()
+    fisher = manifold_fisher(family)
+    params = {"a": jnp.array([0.3]), "b": jnp.array([-0.2, 0.4])}
+    masked = {"a": optax.MaskedNode(), "b": params["b"]}
+    # A 3-dimensional "family": three independent Poisson coordinates.
+    from infogeo_jax import StatisticalManifold
+
+    three = StatisticalManifold(lambda t: jnp.diag(jnp.exp(t)))
+    block = manifold_fisher(three)(masked, full_params=params)
+    np.testing.assert_allclose(block, jnp.diag(jnp.exp(params["b"])), **TOL)
+    np.testing.assert_allclose(fisher(jnp.array([0.0])), [[1.0]], **TOL)
+
+
+# --- inject_hyperparams -----------------------------------------------------------------------
+
+
+def test_inject_hyperparams_natural_gradient_without_static_args():
+    opt = optax.inject_hyperparams(natural_gradient)(
+        learning_rate=0.5, fisher=FISHER, damping=1e-2, solver="dense"
+    )
+
+    @jax.jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(plain_loss)(params, X, Y)
+        updates, opt_state = opt.update(grads, opt_state, params, batch=(X, Y))
+        return optax.apply_updates(params, updates), opt_state, loss, updates
+
+    params, opt_state = P0, opt.init(P0)
+    losses = []
+    for i in range(6):
+        if i == 3:  # change the learning rate: no retrace
+            opt_state.hyperparams["learning_rate"] = jnp.asarray(0.1, jnp.float64)
+        params, opt_state, loss, updates = step(params, opt_state)
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
+    # The injected update equals the plain optimizer's with the same hyperparameters.
+    plain = natural_gradient(0.1, FISHER, 1e-2, solver="dense")
+    prev = optax.apply_updates(params, jax.tree.map(jnp.negative, updates))
+    ref, _ = plain.update(jax.grad(plain_loss)(prev, X, Y), plain.init(prev), prev, batch=(X, Y))
+    tree_allclose(updates, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_inject_hyperparams_mirror_descent_potential():
+    potential = lambda x: jnp.sum(x * jnp.log(x) - x)  # exponential mirror map
+    target = jnp.array([0.5, 2.0, 1.5])
+    loss = lambda x: 0.5 * jnp.sum((x - target) ** 2)
+    opt = optax.inject_hyperparams(mirror_descent)(0.5, not_a_schedule(potential))
+
+    @jax.jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(x, opt_state):
+        updates, opt_state = opt.update(jax.grad(loss)(x), opt_state, x)
+        return optax.apply_updates(x, updates), opt_state
+
+    x, opt_state = jnp.ones(3), opt.init(jnp.ones(3))
+    x1, opt_state = step(x, opt_state)
+    # Closed form of the exponential mirror step: x+ = x exp(-lr g).
+    np.testing.assert_allclose(x1, x * jnp.exp(-0.5 * jax.grad(loss)(x)), **TOL)
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(0.25, jnp.float64)
+    x2, opt_state = step(x1, opt_state)
+    np.testing.assert_allclose(x2, x1 * jnp.exp(-0.25 * jax.grad(loss)(x1)), **TOL)
+    assert loss(x2) < loss(x)
+
+
+def test_inject_hyperparams_plain_callable_error_names_the_fix():
+    with pytest.raises(TypeError, match=r"static_args=\('potential',\).*not_a_schedule"):
+        optax.inject_hyperparams(mirror_descent)(0.1, lambda x: 0.5 * jnp.sum(x**2)).init(
+            jnp.ones(2)
+        )
+    with pytest.raises(TypeError, match=r"static_args=\('fisher',\)"):
+        optax.inject_hyperparams(natural_gradient)(0.1, lambda p: jnp.eye(2)).init(jnp.ones(2))
+    # The documented fixes work.
+    opt = optax.inject_hyperparams(natural_gradient, static_args=("fisher",))(
+        0.1, lambda p: jnp.eye(2), solver="dense"
+    )
+    updates, _ = opt.update(jnp.ones(2), opt.init(jnp.ones(2)), jnp.ones(2))
+    np.testing.assert_allclose(updates, -0.1 / (1 + 1e-4) * jnp.ones(2), **TOL)
