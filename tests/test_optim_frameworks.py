@@ -19,6 +19,7 @@ from infogeo_jax.optim import (
     empirical_fisher,
     manifold_fisher,
     mirror_descent,
+    multi_steps,
     natural_gradient,
     not_a_schedule,
     predictive_fisher,
@@ -471,3 +472,63 @@ def test_inject_hyperparams_plain_callable_error_names_the_fix():
     )
     updates, _ = opt.update(jnp.ones(2), opt.init(jnp.ones(2)), jnp.ones(2))
     np.testing.assert_allclose(updates, -0.1 / (1 + 1e-4) * jnp.ones(2), **TOL)
+
+
+# --- gradient accumulation --------------------------------------------------------------------
+
+
+def _counting(fisher, counter):
+    def counted(params, **extra_args):
+        jax.debug.callback(lambda: counter.append(1))
+        return fisher(params, **extra_args)
+
+    return counted
+
+
+def test_multi_steps_one_solve_per_update_with_all_micro_batches():
+    k, m = 4, X.shape[0] // 4
+    calls = []
+    inner = natural_gradient(0.5, _counting(FISHER, calls), 1e-2, solver="dense")
+    opt = multi_steps(inner, k, batch_like=(X[:m], Y[:m]))
+
+    @jax.jit
+    def micro_step(params, opt_state, x, y):
+        grads = jax.grad(plain_loss)(params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params, batch=(x, y))
+        return optax.apply_updates(params, updates), opt_state, updates
+
+    params, opt_state = P0, opt.init(P0)
+    emitted = []
+    for _ in range(3):  # three updates of four micro-batches each
+        for j in range(k):
+            params, opt_state, updates = micro_step(
+                params, opt_state, X[j * m : (j + 1) * m], Y[j * m : (j + 1) * m]
+            )
+            emitted.append(bool(any(jnp.any(u != 0) for u in jax.tree.leaves(updates))))
+        jax.effects_barrier()
+    assert len(calls) == 3  # one Fisher (and one solve) per emitted update
+    assert emitted == [False, False, False, True] * 3
+    assert int(opt_state.gradient_step) == 3
+    assert plain_loss(params, X, Y) < 0.8 * plain_loss(P0, X, Y)
+
+    # Exact answer: the first emitted update is one step on the whole batch.
+    first, state = P0, opt.init(P0)
+    for j in range(k):
+        xb, yb = X[j * m : (j + 1) * m], Y[j * m : (j + 1) * m]
+        grads = jax.grad(plain_loss)(P0, xb, yb)
+        updates, state = opt.update(grads, state, P0, batch=(xb, yb))
+    whole = natural_gradient(0.5, FISHER, 1e-2, solver="dense")
+    ref, _ = whole.update(jax.grad(plain_loss)(P0, X, Y), whole.init(P0), P0, batch=(X, Y))
+    tree_allclose(updates, ref, rtol=1e-10, atol=1e-13)
+
+    # optax.MultiSteps, for comparison, runs the wrapped update on every micro-step.
+    calls.clear()
+    wrapped = optax.MultiSteps(inner, k)
+    step = jax.jit(
+        lambda p, s, x, y: wrapped.update(jax.grad(plain_loss)(p, x, y), s, p, batch=(x, y))
+    )
+    s = wrapped.init(P0)
+    for j in range(k):
+        _, s = step(P0, s, X[j * m : (j + 1) * m], Y[j * m : (j + 1) * m])
+    jax.effects_barrier()
+    assert len(calls) == k

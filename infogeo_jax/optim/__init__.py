@@ -10,7 +10,8 @@ builders return the ``fisher(params, **extra_args)`` callables that :func:`natur
 takes; the batch reaches them as an extra argument of ``update``. They take the model as it is:
 a function ``apply(params, inputs)``, an equinox module, a flax nnx or linen module, or a haiku
 transform; :func:`apply_gradients` is flax's ``TrainState.apply_gradients`` with the batch
-forwarded to the optimizer.
+forwarded to the optimizer, and :func:`multi_steps` accumulates micro-batches (gradients and
+curvature) for one solve per update.
 """
 
 from ._apply import (
@@ -29,6 +30,10 @@ from ._mirror_descent import (
     mirror_descent as mirror_descent,
     scale_by_exponentiated_gradient as scale_by_exponentiated_gradient,
     scale_by_mirror_descent as scale_by_mirror_descent,
+)
+from ._multi_steps import (
+    MultiStepsBatchState as MultiStepsBatchState,
+    multi_steps as multi_steps,
 )
 from ._natural_gradient import (
     ScaleByNaturalGradientState as ScaleByNaturalGradientState,
