@@ -512,7 +512,7 @@ def test_multi_steps_one_solve_per_update_with_all_micro_batches():
     assert plain_loss(params, X, Y) < 0.8 * plain_loss(P0, X, Y)
 
     # Exact answer: the first emitted update is one step on the whole batch.
-    first, state = P0, opt.init(P0)
+    state = opt.init(P0)
     for j in range(k):
         xb, yb = X[j * m : (j + 1) * m], Y[j * m : (j + 1) * m]
         grads = jax.grad(plain_loss)(P0, xb, yb)
