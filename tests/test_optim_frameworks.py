@@ -532,3 +532,37 @@ def test_multi_steps_one_solve_per_update_with_all_micro_batches():
         _, s = step(P0, s, X[j * m : (j + 1) * m], Y[j * m : (j + 1) * m])
     jax.effects_barrier()
     assert len(calls) == k
+
+
+# --- warm start -------------------------------------------------------------------------------
+
+
+def test_warm_start_is_used_in_a_training_loop():
+    # Along one training trajectory, compare at each step the warm-started truncated CG
+    # direction with the cold one and with the exact dense solve of the same system. With small
+    # steps consecutive systems are close, and the warm start (the previous solution) is kept
+    # and lands closer to the exact solution than two CG steps from zero.
+    damping, LR = 1e-2, 0.05
+    warm = natural_gradient(LR, FISHER, damping, cg_max_steps=2, cg_rtol=0.0, cg_atol=0.0)
+    cold = natural_gradient(
+        LR, FISHER, damping, cg_max_steps=2, cg_rtol=0.0, cg_atol=0.0, warm_start=False
+    )
+    exact = natural_gradient(LR, FISHER, damping, solver="dense")
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(plain_loss)(params, X, Y)
+        u_warm, state = warm.update(grads, state, params, batch=(X, Y))
+        u_cold, _ = cold.update(grads, cold.init(params), params, batch=(X, Y))
+        u_exact, _ = exact.update(grads, exact.init(params), params, batch=(X, Y))
+        err = lambda u: jnp.linalg.norm(ravel_pytree(u)[0] - ravel_pytree(u_exact)[0])
+        return optax.apply_updates(params, u_warm), state, err(u_warm), err(u_cold)
+
+    params, state = P0, warm.init(P0)
+    errors = []
+    for _ in range(12):
+        params, state, e_warm, e_cold = step(params, state)
+        errors.append((float(e_warm), float(e_cold)))
+    assert errors[0][0] == errors[0][1]  # nothing to warm-start from
+    assert all(w < 0.9 * c for w, c in errors[1:]), errors
+    assert plain_loss(params, X, Y) < 0.9 * plain_loss(P0, X, Y)
