@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -61,10 +62,40 @@ def tree_dtype(tree: Any) -> Any:
     return dtype
 
 
+def varying_axes(tree: Any) -> frozenset[str]:
+    """The manual mesh axes over which some leaf of ``tree`` varies (inside ``shard_map``)."""
+    axes: set[str] = set()
+    for leaf in jax.tree.leaves(tree):
+        if not isinstance(leaf, jax.Array):
+            continue
+        aval = jax.typeof(leaf)
+        mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.9; older versions: `aval.vma`
+        axes |= set(getattr(mat, "varying", None) or getattr(aval, "vma", None) or ())
+    return frozenset(axes)
+
+
+def vary(tree: Any, names: tuple[str, ...] | frozenset[str]) -> Any:
+    """Type the leaves of ``tree`` as varying over the manual axes ``names`` (values unchanged)."""
+    if not names:
+        return tree
+
+    def leaf(x):
+        missing = tuple(sorted(set(names) - varying_axes(x)))
+        if not missing:
+            return x
+        if hasattr(jax.lax, "pcast"):  # a JAX version test, not a test of our objects
+            return jax.lax.pcast(x, missing, to="varying")
+        return jax.lax.pvary(x, missing)  # pyright: ignore[reportAttributeAccessIssue]
+
+    return jax.tree.map(leaf, tree)
+
+
 def tree_vdot(a: Any, b: Any) -> jax.Array:
     """Real inner product of two pytrees with the same structure (sum over all leaves)."""
     products = [jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
-    return sum(products, start=jnp.zeros((), tree_dtype(a)))
+    if not products:
+        return jnp.zeros((), tree_dtype(a))
+    return functools.reduce(jnp.add, products)
 
 
 def _cg_from_zero(matvec: Callable[[Any], Any], rhs: Any, max_steps, rtol, atol) -> Any:
@@ -98,7 +129,8 @@ def _cg_from_zero(matvec: Callable[[Any], Any], rhs: Any, max_steps, rtol, atol)
         return x, r, p, jnp.where(ok, rs_new, rs), step + 1, ok
 
     init = (zero, rhs, rhs, rs0, jnp.zeros((), jnp.int32), jnp.ones((), bool))
-    x, *_ = jax.lax.while_loop(cond, body, init)
+    # Inside shard_map, a carry typed like the right-hand side (see `conjugate_gradient`).
+    x, *_ = jax.lax.while_loop(cond, body, vary(init, varying_axes(rhs)))
     return x
 
 
@@ -120,10 +152,17 @@ def conjugate_gradient(
     use = jax.lax.stop_gradient(q0 < 0)
     start = jax.tree.map(lambda x: jnp.where(use, x, jnp.zeros_like(x)), x0)
     residual = jax.tree.map(lambda b, a: b - jnp.where(use, a, jnp.zeros_like(a)), rhs, ax0)
+    # Inside shard_map a matvec may close over a device's data (and average its products over
+    # the devices): run the solve typed as varying over those axes, as its closure is, and give
+    # the result (the same on every device) the type of its inputs again by averaging it.
+    _, consts = jax.closure_convert(matvec, residual)
+    extra = tuple(sorted(varying_axes(consts) - varying_axes((rhs, x0))))
     correction = jax.lax.custom_linear_solve(
         matvec,
-        residual,
+        vary(residual, extra),
         lambda mv, b: _cg_from_zero(mv, b, max_steps, rtol, atol),
         symmetric=True,
     )
+    if extra:
+        correction = jax.lax.pmean(correction, extra)
     return jax.tree.map(lambda s, c: s + c, start, correction)

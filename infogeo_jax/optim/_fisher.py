@@ -12,6 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, Metric, PyTree
 from .._manifold import AbstractStatisticalManifold
+from ._common import vary as _vary, varying_axes as _varying_axes
 
 
 def manifold_fisher(manifold: AbstractStatisticalManifold) -> Callable[..., Metric]:
@@ -75,33 +76,73 @@ def _batch_size(outputs: PyTree) -> int:
     return leaves[0].shape[0]
 
 
+AxisName = str | tuple[str, ...] | None
+"""A ``shard_map`` / ``pmap`` axis name (or a tuple of them) to average the curvature over."""
+
+
+def _axis_names(axis_name: AxisName) -> tuple[str, ...]:
+    if axis_name is None:
+        return ()
+    names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+    if not all(isinstance(name, str) for name in names):
+        raise TypeError(f"`axis_name` must be a str, a tuple of str or None, got {axis_name!r}.")
+    return names
+
+
 def _gauss_newton_operator(
     f: Callable[[PyTree], PyTree],
     params: PyTree,
     output_metric: Callable[[PyTree], Callable[[PyTree], PyTree]],
+    *,
+    data: PyTree = None,
+    axis_name: AxisName = None,
 ) -> lx.FunctionLinearOperator:
     r"""Matrix-free :math:`\frac1n J^\top M J` with :math:`J` the Jacobian of ``f`` at ``params``.
 
     One forward pass (``jax.linearize``); ``output_metric(outputs)`` is the output-space metric
     (built once), and each product is a JVP, that metric and a VJP (``jax.linear_transpose``).
+    With ``axis_name`` (inside ``shard_map`` or ``pmap``, ``data`` the local shard of the
+    batch), each product is averaged over the devices of that axis (``jax.lax.pmean``), so the
+    operator is the Fisher of the whole batch when the shards have equal sizes.
     """
-    outputs, jvp_fn = jax.linearize(f, params)
-    vjp_fn = jax.linear_transpose(jvp_fn, params)
+    names = _axis_names(axis_name)
+    unaveraged = _varying_axes(data) - _varying_axes(params) - set(names)
+    if unaveraged:
+        raise ValueError(
+            f"the batch is split over the mesh axes {sorted(unaveraged)} (inside shard_map), "
+            "but the Fisher is not averaged over them: pass `axis_name=` with those axes to the "
+            "Fisher builder, e.g. `predictive_fisher(apply, output, "
+            f"axis_name={sorted(unaveraged)[0]!r})`."
+        )
+    # The local Fisher varies over the data axes; mark params and tangents varying so that the
+    # linearized model mixes them with the local batch, then average each product.
+    outputs, jvp_fn = jax.linearize(f, _vary(params, names))
+    vjp_fn = jax.linear_transpose(jvp_fn, _vary(params, names))
     n = _batch_size(outputs)
     metric = output_metric(outputs)
 
     def mv(v: PyTree) -> PyTree:
-        (out,) = vjp_fn(metric(jvp_fn(v)))
-        return jax.tree.map(lambda leaf: leaf / n, out)
+        (out,) = vjp_fn(metric(jvp_fn(_vary(v, names))))
+        out = jax.tree.map(lambda leaf: leaf / n, out)
+        return jax.lax.pmean(out, names) if names else out
 
     structure = jax.eval_shape(lambda: params)
+    # No closure conversion: the products are traced where they are used, so vectors with
+    # another sharding or manual-axis type than `params` (a warm start, a sharded gradient)
+    # are accepted, and the linearized residuals are never re-traced outside `shard_map`.
     return lx.FunctionLinearOperator(
-        mv, structure, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+        mv,
+        structure,
+        tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
+        closure_convert=False,  # pyright: ignore[reportCallIssue]
     )
 
 
 def empirical_fisher(
-    loglik: Callable[[PyTree, Any], Array], *, batch_arg: str = "batch"
+    loglik: Callable[[PyTree, Any], Array],
+    *,
+    batch_arg: str = "batch",
+    axis_name: AxisName = None,
 ) -> Callable[..., lx.FunctionLinearOperator]:
     r"""The empirical Fisher of a per-example log-likelihood, as a matrix-free operator.
 
@@ -117,12 +158,16 @@ def empirical_fisher(
         loglik: ``loglik(params, example) -> scalar`` for one example; the batch is a pytree
             whose leaves have a leading example axis (``jax.vmap`` maps it).
         batch_arg: name of the extra argument of ``update`` carrying the batch.
+        axis_name: data parallelism inside ``jax.shard_map`` or ``jax.pmap``: the axis name
+            (or tuple of names) over which the batch is split; every Fisher-vector product is
+            averaged over it, so the operator is that of the whole batch (equal shards).
 
     Returns:
         ``fisher(params, **extra_args) -> lineax.FunctionLinearOperator`` on the params pytree.
 
     Raises:
-        ValueError: (when called) if the batch extra argument is missing.
+        ValueError: (when called) if the batch extra argument is missing, or the batch is split
+            over ``shard_map`` mesh axes that ``axis_name`` does not name.
 
     Example:
         >>> import jax.numpy as jnp
@@ -140,7 +185,9 @@ def empirical_fisher(
     def fisher(params: PyTree, **extra_args: Any) -> lx.FunctionLinearOperator:
         batch = _batch_of(extra_args, batch_arg, "empirical_fisher")
         f = lambda p: jax.vmap(loglik, in_axes=(None, 0))(p, batch)
-        return _gauss_newton_operator(f, params, lambda outputs: lambda u: u)
+        return _gauss_newton_operator(
+            f, params, lambda outputs: lambda u: u, data=batch, axis_name=axis_name
+        )
 
     return fisher
 
@@ -164,6 +211,7 @@ def predictive_fisher(
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
+    axis_name: AxisName = None,
 ) -> Callable[..., lx.FunctionLinearOperator]:
     r"""The predictive Fisher of a network whose outputs parameterize an exponential family.
 
@@ -188,12 +236,17 @@ def predictive_fisher(
         batch_arg: name of the extra argument of ``update`` carrying the batch.
         inputs_of: ``inputs_of(batch) -> inputs``; default: ``batch[0]`` when the batch is a
             tuple or list (``(inputs, targets)``), else the batch itself.
+        axis_name: data parallelism inside ``jax.shard_map`` or ``jax.pmap``: the axis name
+            (or tuple of names) over which the batch is split; every Fisher-vector product is
+            averaged over it, so the operator is that of the whole batch (equal shards). Under
+            ``jax.jit`` with a sharded batch (``NamedSharding``) no axis name is needed.
 
     Returns:
         ``fisher(params, **extra_args) -> lineax.FunctionLinearOperator`` on the params pytree.
 
     Raises:
-        ValueError: if ``output`` is unknown, or (when called) the batch argument is missing.
+        ValueError: if ``output`` is unknown, or (when called) the batch argument is missing, or
+            the batch is split over ``shard_map`` mesh axes that ``axis_name`` does not name.
 
     Example:
         >>> import jax.numpy as jnp
@@ -215,9 +268,12 @@ def predictive_fisher(
     else:
         raise ValueError(f"`output` must be 'categorical' or 'gaussian', got {output!r}.")
     get_inputs = _default_inputs if inputs_of is None else inputs_of
+    _axis_names(axis_name)  # validate now
 
     def fisher(params: PyTree, **extra_args: Any) -> lx.FunctionLinearOperator:
         inputs = get_inputs(_batch_of(extra_args, batch_arg, "predictive_fisher"))
-        return _gauss_newton_operator(lambda p: apply(p, inputs), params, output_metric)
+        return _gauss_newton_operator(
+            lambda p: apply(p, inputs), params, output_metric, data=inputs, axis_name=axis_name
+        )
 
     return fisher
