@@ -751,3 +751,87 @@ def test_operator_on_wrong_structure_raises():
     op = lx.MatrixLinearOperator(jnp.eye(3))
     with pytest.raises(ValueError, match="must act on the params pytree"):
         one_update(scale_by_natural_gradient(lambda p: op), jnp.ones(2), jnp.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# bfloat16 / float16 params: factorizations and CG in float32 inside, results cast back
+# ---------------------------------------------------------------------------------------------
+LOW = [jnp.bfloat16, jnp.float16]
+_LP_X = jax.random.normal(jax.random.key(3), (12, 3))
+_LP_Y = jnp.sin(_LP_X[:, :2])
+_LP_W = {
+    "a": jax.random.normal(jax.random.key(4), (3, 4)),
+    "b": jax.random.normal(jax.random.key(5), (4, 2)),
+}
+
+
+def _lp_apply(w, x):
+    return jnp.tanh(x @ w["a"]) @ w["b"]
+
+
+def _lp_loss(w, x):
+    dtype = w["a"].dtype
+    return 0.5 * jnp.mean(jnp.sum((_lp_apply(w, x) - _LP_Y.astype(dtype)) ** 2, -1))
+
+
+def _low_precision_agrees(low, reference, dtype):
+    # Agreement at the accuracy of the low-precision dtype: a few units of its epsilon times
+    # the condition of the (damped) problem, relative to the size of the result.
+    eps = float(jnp.finfo(dtype).eps)
+    for lo, ref in zip(jax.tree.leaves(low), jax.tree.leaves(reference)):
+        assert lo.dtype == dtype
+        scale = float(jnp.max(jnp.abs(ref)))
+        np.testing.assert_allclose(np.asarray(lo, np.float64), ref, rtol=0, atol=40 * eps * scale)
+
+
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+@pytest.mark.parametrize("dtype", LOW, ids=lambda d: jnp.dtype(d).name)
+def test_natural_gradient_low_precision(dtype, solver):
+    opt = natural_gradient(0.5, predictive_fisher(_lp_apply, "gaussian"), 0.1, solver=solver)
+
+    @jax.jit
+    def train(w, x):
+        state = opt.init(w)
+        losses = [_lp_loss(w, x)]
+        first = None
+        for _ in range(4):
+            updates, state = opt.update(jax.grad(_lp_loss)(w, x), state, w, batch=x)
+            first = updates if first is None else first
+            w = optax.apply_updates(w, updates)
+            losses.append(_lp_loss(w, x))
+        return jnp.stack([loss.astype(jnp.float32) for loss in losses]), first, state
+
+    w_low = jax.tree.map(lambda a: a.astype(dtype), _LP_W)
+    losses, first, state = train(w_low, _LP_X.astype(dtype))
+    assert bool(jnp.all(jnp.diff(losses) < 0)) and float(losses[-1]) < 0.5 * float(losses[0])
+    for leaf in jax.tree.leaves(state):
+        assert leaf.dtype == dtype
+    # The same first update in float64 from the same (rounded) params and data.
+    w64 = jax.tree.map(lambda a: a.astype(jnp.float64), w_low)
+    x64 = _LP_X.astype(dtype).astype(jnp.float64)
+    ref, _ = one_update(opt, jax.grad(_lp_loss)(w64, x64), w64, batch=x64)
+    _low_precision_agrees(first, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=lambda d: jnp.dtype(d).name)
+def test_matrix_fisher_mirror_descent_and_eg_low_precision(dtype):
+    g5 = jax.random.normal(jax.random.key(6), (5,))
+    f5 = spd_matrix(jax.random.key(7), 5)
+    ng = natural_gradient(1.0, lambda p: f5.astype(dtype), 0.0, solver="dense")
+    u, _ = one_update(ng, g5.astype(dtype), jnp.zeros(5, dtype))
+    f_low = f5.astype(dtype).astype(jnp.float64)
+    _low_precision_agrees(u, -jnp.linalg.solve(f_low, g5.astype(dtype).astype(jnp.float64)), dtype)
+    # Mirror descent with a Newton inverse: the potential sum(exp(x)) (Poisson log-partitions),
+    # whose mirror step has the closed form x_+ = log(exp(x) - lr g).
+    x = jnp.array([0.1, -0.3, 0.4], dtype)
+    g = jnp.array([0.2, -0.5, 0.3], dtype)
+    md = mirror_descent(0.5, lambda t: jnp.sum(jnp.exp(t)))
+    u, state = one_update(md, g, x)
+    x64, g64 = x.astype(jnp.float64), g.astype(jnp.float64)
+    _low_precision_agrees(u, jnp.log(jnp.exp(x64) - 0.5 * g64) - x64, dtype)
+    assert state[0].count.dtype == jnp.int32
+    # Exponentiated gradient: Kivinen & Warmuth (1997), Eq. (3.2), p_+ = softmax(log p - lr g).
+    p = jnp.array([0.25, 0.25, 0.5], dtype)
+    u, _ = one_update(exponentiated_gradient(0.7), g, p)
+    p64 = p.astype(jnp.float64)
+    _low_precision_agrees(u, jax.nn.softmax(jnp.log(p64) - 0.7 * g64) - p64, dtype)

@@ -223,9 +223,7 @@ def split_trainable(
         ValueError: if ``params`` has masked leaves and ``full_params`` is missing or does not
             match.
     """
-    trainable = jax.tree.map(
-        lambda x: x if (_is_masked(x) or is_trainable(x)) else None, params, is_leaf=_is_masked
-    )
+    trainable = trainable_view(params)
     leaves, treedef = jax.tree.flatten(params, is_leaf=_is_masked)
     full_leaves = leaves
     if any(_is_masked(x) for x in leaves):
@@ -253,6 +251,17 @@ def split_trainable(
         return jax.tree.unflatten(treedef, merged)
 
     return trainable, rebuild
+
+
+def trainable_view(params: PyTree) -> PyTree:
+    """``params`` with ``None`` at the leaves that are not trainable (``MaskedNode`` kept).
+
+    This is the structure of the gradients (``equinox.filter_grad`` gives ``None`` at integer
+    leaves) and of every curvature operator's vectors.
+    """
+    return jax.tree.map(
+        lambda x: x if (_is_masked(x) or is_trainable(x)) else None, params, is_leaf=_is_masked
+    )
 
 
 def trainable_zeros(params: PyTree) -> PyTree:

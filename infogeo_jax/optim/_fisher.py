@@ -26,6 +26,7 @@ from jax.flatten_util import ravel_pytree
 from .._custom_types import Array, Metric, PyTree
 from .._manifold import AbstractStatisticalManifold
 from ._apply import AbstractApply, _Static, as_apply, is_step_count, split_trainable
+from ._common import vary as _vary, varying_axes as _varying_axes
 
 
 class AbstractFisher(eqx.Module):
@@ -141,28 +142,67 @@ def _batch_size(outputs: PyTree) -> int:
     return leaves[0].shape[0]
 
 
+AxisName = str | tuple[str, ...] | None
+"""A ``shard_map`` / ``pmap`` axis name (or a tuple of them) to average the curvature over."""
+
+
+def _axis_names(axis_name: AxisName) -> tuple[str, ...]:
+    if axis_name is None:
+        return ()
+    names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+    if not all(isinstance(name, str) for name in names):
+        raise TypeError(f"`axis_name` must be a str, a tuple of str or None, got {axis_name!r}.")
+    return names
+
+
 def _gauss_newton_operator(
     f: Callable[[PyTree], PyTree],
     params: PyTree,
     output_metric: Callable[[PyTree], Callable[[PyTree], PyTree]],
+    *,
+    data: PyTree = None,
+    axis_name: AxisName = None,
 ) -> lx.FunctionLinearOperator:
     r"""Matrix-free :math:`\frac1n J^\top M J` with :math:`J` the Jacobian of ``f`` at ``params``.
 
     One forward pass (``jax.linearize``); ``output_metric(outputs)`` is the output-space metric
     (built once), and each product is a JVP, that metric and a VJP (``jax.linear_transpose``).
+    With ``axis_name`` (inside ``shard_map`` or ``pmap``, ``data`` the local shard of the
+    batch), each product is averaged over the devices of that axis (``jax.lax.pmean``), so the
+    operator is the Fisher of the whole batch when the shards have equal sizes.
     """
-    outputs, jvp_fn = jax.linearize(f, params)
-    vjp_fn = jax.linear_transpose(jvp_fn, params)
+    names = _axis_names(axis_name)
+    unaveraged = _varying_axes(data) - _varying_axes(params) - set(names)
+    if unaveraged:
+        raise ValueError(
+            f"the batch is split over the mesh axes {sorted(unaveraged)} (inside shard_map), "
+            "but the Fisher is not averaged over them: pass `axis_name=` with those axes to the "
+            "Fisher builder, e.g. `predictive_fisher(apply, output, "
+            f"axis_name={sorted(unaveraged)[0]!r})`."
+        )
+    # The local Fisher varies over the data axes; mark params and tangents varying so that the
+    # linearized model mixes them with the local batch, then average each product.
+    outputs, jvp_fn = jax.linearize(f, _vary(params, names))
+    vjp_fn = jax.linear_transpose(jvp_fn, _vary(params, names))
     n = _batch_size(outputs)
     metric = output_metric(outputs)
 
     def mv(v: PyTree) -> PyTree:
-        (out,) = vjp_fn(metric(jvp_fn(v)))
-        return jax.tree.map(lambda leaf: leaf / n, out)
+        (out,) = vjp_fn(metric(jvp_fn(_vary(v, names))))
+        out = jax.tree.map(lambda leaf: leaf / n, out)
+        return jax.lax.pmean(out, names) if names else out
 
-    structure = jax.eval_shape(lambda: params)
+    # The structure of the products themselves (under an explicit-sharding mesh they carry its
+    # sharding even where `params` do not), so that input and output structures agree. No
+    # closure conversion: the products are traced where they are used, so vectors with another
+    # sharding or manual-axis type than `params` (a warm start, a sharded gradient) are
+    # accepted, and the linearized residuals are never re-traced outside `shard_map`.
+    structure = jax.eval_shape(mv, params)
     return lx.FunctionLinearOperator(
-        mv, structure, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+        mv,
+        structure,
+        tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
+        closure_convert=False,  # pyright: ignore[reportCallIssue]
     )
 
 
@@ -177,6 +217,7 @@ class _EmpiricalFisher(AbstractFisher):
     model: AbstractApply | None
     batch_arg: str = eqx.field(static=True)
     inputs_of: _Static = eqx.field(static=True)
+    axis_name: AxisName = eqx.field(static=True)
 
     def build(self, params: PyTree, **extra_args: Any) -> lx.FunctionLinearOperator:
         batch = _batch_of(extra_args, self.batch_arg, "empirical_fisher")
@@ -190,7 +231,9 @@ class _EmpiricalFisher(AbstractFisher):
         else:
             inputs = self.inputs_of.value(batch)
             f = lambda t: jax.vmap(loglik)(model(rebuild(t), inputs), batch)
-        return _gauss_newton_operator(f, trainable, lambda outputs: lambda u: u)
+        return _gauss_newton_operator(
+            f, trainable, lambda outputs: lambda u: u, data=batch, axis_name=self.axis_name
+        )
 
 
 def empirical_fisher(
@@ -199,6 +242,7 @@ def empirical_fisher(
     model: Any = None,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
+    axis_name: AxisName = None,
 ) -> Callable[..., lx.FunctionLinearOperator]:
     r"""The empirical Fisher of a per-example log-likelihood, as a matrix-free operator.
 
@@ -223,13 +267,17 @@ def empirical_fisher(
         batch_arg: name of the extra argument of ``update`` carrying the batch.
         inputs_of: with ``model``: ``inputs_of(batch) -> inputs``; default ``batch[0]`` for a
             tuple or list batch, else the batch itself.
+        axis_name: data parallelism inside ``jax.shard_map`` or ``jax.pmap``: the axis name
+            (or tuple of names) over which the batch is split; every Fisher-vector product is
+            averaged over it, so the operator is that of the whole batch (equal shards).
 
     Returns:
         ``fisher(params, **extra_args) -> lineax.FunctionLinearOperator`` on the params pytree.
 
     Raises:
-        ValueError: (when called) if the batch extra argument is missing, or the params are
-            masked (``optax.masked``) and ``full_params`` is missing.
+        ValueError: (when called) if the batch extra argument is missing, the params are
+            masked (``optax.masked``) and ``full_params`` is missing, or the batch is split
+            over ``shard_map`` mesh axes that ``axis_name`` does not name.
 
     Example:
         >>> import jax.numpy as jnp
@@ -248,6 +296,7 @@ def empirical_fisher(
         None if model is None else as_apply(model),
         batch_arg,
         _Static(_default_inputs if inputs_of is None else inputs_of),
+        _axis_names(axis_name),
     )
 
 
@@ -263,6 +312,7 @@ class _PredictiveFisher(AbstractFisher):
     noise_variance: float = eqx.field(static=True)
     batch_arg: str = eqx.field(static=True)
     inputs_of: _Static = eqx.field(static=True)
+    axis_name: AxisName = eqx.field(static=True)
 
     def build(self, params: PyTree, **extra_args: Any) -> lx.FunctionLinearOperator:
         batch = _batch_of(extra_args, self.batch_arg, "predictive_fisher")
@@ -276,7 +326,13 @@ class _PredictiveFisher(AbstractFisher):
             var = self.noise_variance
             output_metric = lambda outputs: lambda u: jax.tree.map(lambda t: t / var, u)
         model = self.model
-        return _gauss_newton_operator(lambda t: model(rebuild(t), inputs), trainable, output_metric)
+        return _gauss_newton_operator(
+            lambda t: model(rebuild(t), inputs),
+            trainable,
+            output_metric,
+            data=inputs,
+            axis_name=self.axis_name,
+        )
 
 
 def predictive_fisher(
@@ -286,6 +342,7 @@ def predictive_fisher(
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
+    axis_name: AxisName = None,
 ) -> Callable[..., lx.FunctionLinearOperator]:
     r"""The predictive Fisher of a network whose outputs parameterize an exponential family.
 
@@ -328,13 +385,18 @@ def predictive_fisher(
         batch_arg: name of the extra argument of ``update`` carrying the batch.
         inputs_of: ``inputs_of(batch) -> inputs``; default: ``batch[0]`` when the batch is a
             tuple or list (``(inputs, targets)``), else the batch itself.
+        axis_name: data parallelism inside ``jax.shard_map`` or ``jax.pmap``: the axis name
+            (or tuple of names) over which the batch is split; every Fisher-vector product is
+            averaged over it, so the operator is that of the whole batch (equal shards). Under
+            ``jax.jit`` with a sharded batch (``NamedSharding``) no axis name is needed.
 
     Returns:
         ``fisher(params, **extra_args) -> lineax.FunctionLinearOperator`` on the params pytree.
 
     Raises:
         ValueError: if ``output`` is unknown, or (when called) the batch argument is missing,
-            or the params are masked (``optax.masked``) and ``full_params`` is missing.
+            the params are masked (``optax.masked``) and ``full_params`` is missing, or the
+            batch is split over ``shard_map`` mesh axes that ``axis_name`` does not name.
         TypeError: if ``apply`` is not a model in one of the forms above.
 
     Example:
@@ -358,4 +420,5 @@ def predictive_fisher(
         float(noise_variance),
         batch_arg,
         _Static(_default_inputs if inputs_of is None else inputs_of),
+        _axis_names(axis_name),
     )

@@ -3,6 +3,7 @@ r"""Mirror descent and exponentiated gradient as optax transformations."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -13,8 +14,45 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, PyTree
+from .._family import AbstractExponentialFamily
 from ._apply import check_not_schedule_value
-from ._common import cast_like, require_params, tree_dtype
+from ._common import (
+    cast_like,
+    check_same_structure,
+    require_params,
+    tree_dtype,
+    working_dtype,
+)
+
+# The domain predicate of a family's own potentials: `mirror_descent(lr, family.log_partition)`
+# keeps the Newton line search inside the family's domain without the user passing `in_domain`.
+_DOMAIN_OF_POTENTIAL = {"log_partition": "in_domain", "dual_potential": "in_mean_domain"}
+
+
+def _family_domain(potential: Callable[..., Any]) -> Callable[[PyTree], Array] | None:
+    """``family.in_domain`` for ``family.log_partition`` (bound methods of a family), else None."""
+    owner = getattr(potential, "__self__", None)  # a bound method, of any callable kind
+    name = getattr(getattr(potential, "__func__", None), "__name__", None)
+    if isinstance(owner, AbstractExponentialFamily) and name in _DOMAIN_OF_POTENTIAL:
+        predicate = getattr(owner, _DOMAIN_OF_POTENTIAL[name])
+        return lambda params: predicate(ravel_pytree(params)[0])
+    return None
+
+
+def _finite_gradient_check(updates: PyTree, params: PyTree, name: str, throw: bool):
+    """``(updates, bad)``: raise (``throw``) or flag when the gradient is not finite."""
+    leaves = jax.tree.leaves(updates)
+    bad = jnp.logical_not(jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in leaves])))
+    if throw:
+        updates = eqx.error_if(
+            updates,
+            bad,
+            f"{name}: the gradient contains NaN or inf (a diverged loss or a bad batch). To "
+            "skip such steps, build the optimizer with `throw=False` and wrap it in "
+            "`optax.apply_if_finite`.",
+        )
+    del params
+    return updates, bad
 
 
 class ScaleByMirrorDescentState(NamedTuple):
@@ -65,6 +103,32 @@ def _direction(params: PyTree, target: PyTree, lr: Array, nonnegative: bool = Fa
     return jax.tree.map(leaf, params, target)
 
 
+def _ravel_working(tree: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
+    """Like ``ravel_pytree``, in at least float32, with an ``unravel`` that keeps that dtype.
+
+    ``jax.flatten_util.ravel_pytree``'s ``unravel`` casts back to each leaf's dtype, which
+    would evaluate the potential (and factor its Hessian) in bfloat16 for bfloat16 params.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    dtype = working_dtype(tree_dtype(tree))
+    shapes = [jnp.shape(leaf) for leaf in leaves]
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = (
+        jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
+        if leaves
+        else (jnp.zeros((0,), dtype))
+    )
+
+    def unravel(x: Array) -> PyTree:
+        parts, offset = [], 0
+        for shape, size in zip(shapes, sizes):
+            parts.append(x[offset : offset + size].reshape(shape))
+            offset += size
+        return jax.tree.unflatten(treedef, parts)
+
+    return flat, unravel
+
+
 def _newton_inverse_gradient(
     potential: Callable[[PyTree], Array],
     dual: PyTree,
@@ -74,14 +138,15 @@ def _newton_inverse_gradient(
     atol: float | None,
     throw: bool,
     in_domain: Callable[[PyTree], Array] | None,
+    ok: Array | bool = True,
 ) -> PyTree:
     r"""Solve :math:`\nabla F(x) = y` by damped Newton on :math:`F(x) - \langle x, y\rangle`.
 
     Backtracking (Armijo) keeps every iterate inside ``in_domain`` (when given; the potential
     is never evaluated outside it) and where :math:`F` is finite.
     """
-    x0, unravel = ravel_pytree(start)
-    y, _ = ravel_pytree(dual)
+    x0, unravel = _ravel_working(start)
+    y, _ = _ravel_working(dual)
     y = y.astype(x0.dtype)
     tol = 1e-12 if x0.dtype == jnp.float64 else 1e-6
     rtol = tol if rtol is None else rtol
@@ -123,10 +188,10 @@ def _newton_inverse_gradient(
 
     x, _ = jax.lax.while_loop(cond, body, (x0, 0))
     if throw:
-        ok = converged(x, 100.0) & jnp.all(jnp.isfinite(x))
+        converged_ok = converged(x, 100.0) & jnp.all(jnp.isfinite(x))
         x = eqx.error_if(
             x,
-            jnp.logical_not(ok),
+            jnp.logical_not(converged_ok) & ok,
             "mirror_descent: the Newton solve of grad(potential)(theta) = y did not converge; "
             "the dual point may be outside the range of grad(potential). Pass a closed-form "
             "`inverse_gradient`, lower the learning rate, or raise `newton_max_steps`.",
@@ -186,8 +251,14 @@ def scale_by_mirror_descent(
     The inverse :math:`(\nabla F)^{-1} = \nabla F^*` comes from ``inverse_gradient`` when given
     (a closed form, e.g. ``family.natural_parameters``), else from a damped Newton solve on
     :math:`F(x) - \langle x, y\rangle` started at the current parameters, backtracking so that
-    every iterate stays in ``in_domain`` (pass it when the potential raises or is undefined
-    outside its domain, e.g. ``in_domain=family.in_domain`` with ``family.log_partition``).
+    every iterate stays in ``in_domain``, where the potential is evaluated only (pass it when
+    the potential raises or is undefined outside its domain). A family's own potentials need
+    no ``in_domain``: for ``family.log_partition`` (``family.dual_potential``) it defaults to
+    ``family.in_domain`` (``family.in_mean_domain``), so the line search treats a trial point
+    outside the domain as a rejected step and the family's domain check never fires there.
+
+    bfloat16 and float16 params: the mirror step (gradient of the potential, Newton solve)
+    runs in float32 and the result is cast back.
 
     Args:
         potential: strictly convex :math:`F(\text{params}) \to` scalar (a Legendre function).
@@ -202,16 +273,20 @@ def scale_by_mirror_descent(
             the tolerance.
         newton_atol: absolute tolerance of the same test.
         in_domain: optional ``in_domain(params) -> bool`` of the potential's domain, kept by the
-            Newton line search.
-        throw: raise (also under ``jit``) if the Newton solve did not converge.
+            Newton line search (default: the family's domain for a family's own potential).
+        throw: raise (also under ``jit``) on a NaN or inf gradient and if the Newton solve did
+            not converge; with ``False`` a non-finite gradient gives an all-NaN direction
+            (which ``optax.apply_if_finite`` skips).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
 
     Raises:
-        ValueError: if ``params`` is missing in ``update``, or ``damping`` is a nonzero number
-            while ``inverse_gradient`` is given.
-        equinox.EquinoxRuntimeError: if the Newton inverse did not converge (``throw=True``), or
+        ValueError: if ``params`` is missing in ``update``, the gradient and ``params`` have
+            different pytree structures, or ``damping`` is a negative number, or a nonzero
+            number while ``inverse_gradient`` is given.
+        equinox.EquinoxRuntimeError: (``throw=True``) if the gradient is not finite or the
+            Newton inverse did not converge, or
             (a traced ``damping``, e.g. under ``optax.inject_hyperparams``) if ``damping`` is
             negative, or nonzero with ``inverse_gradient``.
 
@@ -246,14 +321,26 @@ def scale_by_mirror_descent(
                 "cannot be combined with a nonzero `damping` (drop one of them)."
             )
 
+    domain = _family_domain(potential) if in_domain is None else in_domain
+
     def init_fn(params: PyTree) -> ScaleByMirrorDescentState:
         del params
         return ScaleByMirrorDescentState(count=jnp.zeros((), jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        name = "mirror_descent"
         require_params(params, "scale_by_mirror_descent / mirror_descent")
-        dtype = tree_dtype(updates)
+        check_same_structure(params, updates, name)
+        # The mirror step runs in at least float32 (bfloat16 / float16 params included).
+        dtype = working_dtype(tree_dtype(updates))
+        work_params = jax.tree.map(lambda p: p.astype(working_dtype(p.dtype)), params)
+        updates_w, grad_bad = _finite_gradient_check(
+            jax.tree.map(lambda g, p: jnp.asarray(g, p.dtype), updates, work_params),
+            params,
+            name,
+            throw,
+        )
         lr = _learning_rate(learning_rate, state.count, dtype)
         if static_zero_damping:
             damped_potential = potential
@@ -267,24 +354,28 @@ def scale_by_mirror_descent(
             )
             damped_potential = functools.partial(_with_tikhonov, potential, damp)
 
-        grad_potential = jax.grad(damped_potential)(params)
-        dual = jax.tree.map(lambda a, g: a - lr.astype(a.dtype) * g, grad_potential, updates)
+        grad_potential = jax.grad(damped_potential)(work_params)
+        dual = jax.tree.map(lambda a, g: a - lr.astype(a.dtype) * g, grad_potential, updates_w)
         if inverse_gradient is not None:
             target = inverse_gradient(dual)
         else:
             target = _newton_inverse_gradient(
                 damped_potential,
                 dual,
-                params,
+                work_params,
                 newton_max_steps,
                 newton_rtol,
                 newton_atol,
                 throw,
-                in_domain,
+                domain,
+                ok=jnp.logical_not(grad_bad),
             )
         target = cast_like(target, params)
         new_state = ScaleByMirrorDescentState(count=jnp.asarray(optax.safe_increment(state.count)))
-        return cast_like(_direction(params, target, lr), updates), new_state
+        direction = _direction(work_params, cast_like(target, work_params), lr)
+        if not throw:
+            direction = jax.tree.map(lambda d: jnp.where(grad_bad, jnp.nan, d), direction)
+        return cast_like(direction, updates), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -320,8 +411,9 @@ def mirror_descent(
         newton_max_steps: maximum Newton steps of the numerical inverse.
         newton_rtol: relative tolerance of the Newton solve.
         newton_atol: absolute tolerance of the Newton solve.
-        in_domain: optional ``in_domain(params) -> bool`` kept by the Newton line search.
-        throw: raise if the Newton solve did not converge.
+        in_domain: optional ``in_domain(params) -> bool`` kept by the Newton line search
+            (default: the family's domain when ``potential`` is ``family.log_partition``).
+        throw: raise on a non-finite gradient or if the Newton solve did not converge.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -332,7 +424,7 @@ def mirror_descent(
         >>> from infogeo_jax.optim import mirror_descent
         >>> family = Poisson()
         >>> nll = lambda theta: family.log_partition(theta) - 3.0 * theta[0]  # mean count 3
-        >>> opt = mirror_descent(1.0, family.log_partition, in_domain=family.in_domain)
+        >>> opt = mirror_descent(1.0, family.log_partition)  # the family's domain is kept
         >>> theta = jnp.array([0.0])
         >>> updates, _ = opt.update(jax.grad(nll)(theta), opt.init(theta), theta)
         >>> bool(jnp.allclose(optax.apply_updates(theta, updates), jnp.log(3.0)))
@@ -358,18 +450,34 @@ def mirror_descent(
 
 
 def _exponentiated_leaf(p: Array, g: Array, lr: Array, axis: int | None) -> Array:
-    """``p * exp(-lr g)`` renormalized over ``axis``, zeros kept at zero, no NaN."""
+    """``p * exp(-lr g)`` rescaled to the old total over ``axis``; zeros kept at zero, no NaN."""
+    work = working_dtype(p.dtype)
+    p, g = p.astype(work), g.astype(work)
     positive = p > 0
-    s = jnp.where(positive, -lr.astype(p.dtype) * g, -jnp.inf)
+    s = jnp.where(positive, -lr.astype(work) * g, -jnp.inf)
     m = jnp.max(s, axis=axis, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
     w = jnp.where(positive, p * jnp.exp(jnp.where(positive, s - m, 0.0)), 0.0)
     total = jnp.sum(w, axis=axis, keepdims=True)
-    return w / jnp.where(total > 0, total, 1.0)
+    mass = jnp.sum(p, axis=axis, keepdims=True)
+    return w / jnp.where(total > 0, total, 1.0) * mass
+
+
+def _simplex_checks(params: PyTree, updates: PyTree) -> tuple[Array, Array]:
+    """``(bad_params, bad_gradient)``: a negative or non-finite entry; NaN, or inf where p > 0."""
+
+    def any_of(tree):
+        return jnp.any(jnp.asarray([jnp.any(leaf) for leaf in jax.tree.leaves(tree)] or [False]))
+
+    bad_p = any_of(jax.tree.map(lambda p: jnp.logical_not(jnp.isfinite(p)) | (p < 0), params))
+    bad_g = any_of(
+        jax.tree.map(lambda p, g: jnp.isnan(g) | (jnp.isinf(g) & (p > 0)), params, updates)
+    )
+    return bad_p, bad_g
 
 
 def scale_by_exponentiated_gradient(
-    learning_rate: optax.ScalarOrSchedule = 1.0, *, axis: int | None = None
+    learning_rate: optax.ScalarOrSchedule = 1.0, *, axis: int | None = None, throw: bool = True
 ) -> optax.GradientTransformationExtraArgs:
     r"""The exponentiated-gradient step for parameters on the probability simplex.
 
@@ -383,7 +491,9 @@ def scale_by_exponentiated_gradient(
     the learning rate and returns :math:`d = (p - p_+)/\alpha`, and
     :func:`exponentiated_gradient` chains it with ``optax.scale_by_learning_rate`` of the same
     learning rate, so that the update :math:`-\alpha d` lands on :math:`p_+` (up to rounding).
-    A leaf summing to :math:`c` keeps summing to :math:`c`. The exponentials are computed
+    A leaf of nonnegative entries summing to :math:`c` keeps summing to :math:`c` (the
+    normalization restores the old total; computed in at least float32, so bfloat16 and float16
+    params work). The exponentials are computed
     after subtracting the maximum (no overflow); zero entries stay exactly zero and never
     produce NaN, even where the gradient is infinite, and an entry that underflows lands on a
     tiny nonnegative number (at most a few ulp of its old value), never on a negative rounding
@@ -392,12 +502,18 @@ def scale_by_exponentiated_gradient(
     Args:
         learning_rate: :math:`\alpha`, a scalar or an optax schedule.
         axis: the simplex axis of each leaf, or ``None`` for the whole leaf.
+        throw: raise (also under ``jit``) on a negative, NaN or inf param entry, or a gradient
+            that is NaN (or inf at a positive entry); with ``False`` these give an all-NaN
+            direction instead (which ``optax.apply_if_finite`` skips).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
 
     Raises:
-        ValueError: if ``params`` is missing in ``update``.
+        ValueError: if ``params`` is missing in ``update``, or the gradient and ``params`` have
+            different pytree structures.
+        equinox.EquinoxRuntimeError: (``throw=True``) on a negative or non-finite param entry,
+            or a NaN gradient (or an infinite one at a positive entry).
 
     Example:
         >>> import jax.numpy as jnp
@@ -420,19 +536,41 @@ def scale_by_exponentiated_gradient(
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        name = "exponentiated_gradient"
         require_params(params, "scale_by_exponentiated_gradient / exponentiated_gradient")
-        lr = _learning_rate(learning_rate, state.count, tree_dtype(updates))
+        check_same_structure(params, updates, name)
+        lr = _learning_rate(learning_rate, state.count, working_dtype(tree_dtype(updates)))
+        bad_p, bad_g = _simplex_checks(params, updates)
+        if throw:
+            params = eqx.error_if(
+                params,
+                bad_p,
+                f"{name}: params must be finite and nonnegative (each leaf a point of a "
+                "simplex, or nonnegative entries with a fixed total); got a negative, NaN or "
+                "inf entry.",
+            )
+            params = eqx.error_if(
+                params,
+                bad_g & jnp.logical_not(bad_p),
+                f"{name}: the gradient contains NaN, or inf at a positive entry (a diverged "
+                "loss or a bad batch). To skip such steps, build the optimizer with "
+                "`throw=False` and wrap it in `optax.apply_if_finite`.",
+            )
         target = jax.tree.map(lambda p, g: _exponentiated_leaf(p, g, lr, axis), params, updates)
+        target = cast_like(target, params)
         new_state = ScaleByExponentiatedGradientState(
             count=jnp.asarray(optax.safe_increment(state.count))
         )
-        return cast_like(_direction(params, target, lr, nonnegative=True), updates), new_state
+        direction = _direction(params, target, lr, nonnegative=True)
+        if not throw:
+            direction = jax.tree.map(lambda d: jnp.where(bad_p | bad_g, jnp.nan, d), direction)
+        return cast_like(direction, updates), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def exponentiated_gradient(
-    learning_rate: optax.ScalarOrSchedule, *, axis: int | None = None
+    learning_rate: optax.ScalarOrSchedule, *, axis: int | None = None, throw: bool = True
 ) -> optax.GradientTransformationExtraArgs:
     r"""Exponentiated gradient: :math:`p_+ \propto p \odot e^{-\alpha g}` on the simplex.
 
@@ -443,6 +581,8 @@ def exponentiated_gradient(
     Args:
         learning_rate: :math:`\alpha`, a scalar or an optax schedule.
         axis: the simplex axis of each leaf, or ``None`` for the whole leaf.
+        throw: raise on bad params or a NaN gradient (see
+            :func:`scale_by_exponentiated_gradient`).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -460,6 +600,6 @@ def exponentiated_gradient(
         Kivinen & Warmuth, Information and Computation 132 (1997).
     """
     return optax.chain(
-        scale_by_exponentiated_gradient(learning_rate, axis=axis),
+        scale_by_exponentiated_gradient(learning_rate, axis=axis, throw=throw),
         optax.scale_by_learning_rate(learning_rate),
     )

@@ -13,14 +13,17 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import PyTree
-from ._apply import check_not_schedule_value, trainable_zeros
+from ._apply import check_not_schedule_value, trainable_view, trainable_zeros
 from ._common import (
     call_with_supported,
     cast_like,
+    check_same_structure,
+    check_static_hyperparameter,
     conjugate_gradient,
     require_params,
     tree_dtype,
     tree_vdot,
+    working_dtype,
 )
 
 FisherFn = Callable[..., Any]
@@ -72,6 +75,7 @@ def scale_by_natural_gradient(
     cg_atol: float = 1e-12,
     warm_start: bool = True,
     max_kl: float | jax.Array | None = None,
+    throw: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Precondition the gradient by the inverse (damped) Fisher information.
 
@@ -107,7 +111,26 @@ def scale_by_natural_gradient(
     Works on any parameter pytree (dicts, flax params, equinox modules filtered to arrays);
     ``damping`` and ``max_kl`` may be traced, so ``optax.inject_hyperparams`` changes them
     without recompiling (pass ``static_args=("fisher",)``, since ``fisher`` is a callable that
-    is not a schedule).
+    is not a schedule). bfloat16 and float16 params work with every solver: the Cholesky
+    factorization and the CG recurrences run in float32 (Fisher-vector products in the params'
+    dtype), and the update is cast back to the gradient's dtypes.
+
+    Singular Fisher. With ``damping=0`` the Fisher may be singular (more parameters than
+    examples, dead units). If the gradient lies in its range, CG returns a solution of
+    :math:`F x = g` (the minimum-norm one when started from zero); if the gradient has a
+    component in its null space, :math:`F x = g` has no solution and CG breaks down: this is
+    reported (raised, with ``throw=True``), never returned as a vector that does not solve the
+    system. ``solver="dense"`` needs :math:`F + \lambda I` positive definite. A truncated CG
+    solve (``cg_max_steps`` reached) is not an error: it is a descent direction, as in
+    Hessian-free optimization.
+
+    Data parallelism. Under ``jax.jit`` with the batch sharded over devices
+    (``jax.sharding.NamedSharding``, params replicated) nothing changes: the update is the
+    single-device one. Inside ``jax.shard_map`` (or ``jax.pmap``) each device sees its shard of
+    the batch: build the Fisher with the axis name (``predictive_fisher(..., axis_name="data")``
+    or ``empirical_fisher``) so that every Fisher-vector product is averaged over the devices,
+    and pass the gradient of the device-averaged loss (``jax.lax.pmean(loss, "data")``); the
+    update is then the single-device update on the whole batch.
 
     Args:
         fisher: ``fisher(params, **extra_args)`` returning either a 2-D array over the order of
@@ -123,15 +146,24 @@ def scale_by_natural_gradient(
         cg_atol: absolute tolerance of the CG residual 2-norm.
         warm_start: start CG from the previous solution instead of zero.
         max_kl: optional trust-region radius :math:`\epsilon > 0` (TRPO's ``max_kl``).
+        throw: raise (also under ``jit``) on a NaN or inf gradient, a negative traced
+            ``damping`` or non-positive traced ``max_kl``, or a damped Fisher that is singular
+            along the gradient. With ``throw=False`` these give an all-NaN update instead
+            (never a zero or finite wrong one), which ``optax.apply_if_finite`` skips.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
 
     Raises:
-        ValueError: if ``solver`` is unknown, if ``params`` is missing in ``update``, or if the
-            Fisher matrix has the wrong shape.
+        ValueError: if ``solver`` is unknown, ``damping`` is a negative number, ``max_kl`` a
+            non-positive number or ``cg_max_steps`` below 1 (at construction); if
+            ``params`` is missing in ``update``, the gradient and ``params`` have different
+            pytree structures or leaf shapes, or the Fisher matrix has the wrong shape.
         TypeError: if ``fisher`` returns neither a 2-D array nor a lineax operator.
-        equinox.EquinoxRuntimeError: with ``solver="dense"``, if the damped Fisher is singular.
+        equinox.EquinoxRuntimeError: (``throw=True``) if the gradient is not finite, if a traced
+            ``damping`` is negative or ``max_kl`` non-positive, or if the damped Fisher is
+            singular, indefinite or not finite along the gradient (Cholesky fails, or CG breaks
+            down).
 
     Example:
         >>> import jax.numpy as jnp, optax
@@ -153,18 +185,29 @@ def scale_by_natural_gradient(
     if solver not in ("cg", "dense"):
         raise ValueError(f"`solver` must be 'cg' or 'dense', got {solver!r}.")
     check_not_schedule_value(fisher, "fisher", "natural_gradient")
+    check_static_hyperparameter("damping", damping, allow_zero=True)
+    if max_kl is not None:
+        check_static_hyperparameter("max_kl", max_kl, allow_zero=False)
+    if isinstance(cg_max_steps, (int, float)) and cg_max_steps < 1:
+        raise ValueError(f"`cg_max_steps` must be a positive int, got {cg_max_steps!r}.")
 
     def init_fn(params: PyTree) -> ScaleByNaturalGradientState:
         return ScaleByNaturalGradientState(solution=trainable_zeros(params))
 
     def update_fn(updates, state, params=None, **extra_args):
+        name = "natural_gradient"
         require_params(params, "scale_by_natural_gradient / natural_gradient")
-        dtype = tree_dtype(updates)
+        check_same_structure(trainable_view(params), updates, name)
+        # Factorizations and CG run in at least float32 (bfloat16 / float16 params included);
+        # the update and the state are cast back to the dtypes of the gradient and the params.
+        dtype = working_dtype(tree_dtype(updates))
         damp = jnp.asarray(damping, dtype)
+        bad_damp = jnp.logical_not(damp >= 0)  # negative or NaN
         fisher_out = call_with_supported(fisher, params, **extra_args)
         flat_g, unravel = ravel_pytree(updates)
         flat_g = flat_g.astype(dtype)
         n = flat_g.shape[0]
+        grad_bad = jnp.logical_not(jnp.all(jnp.isfinite(flat_g)))
 
         if isinstance(fisher_out, lx.AbstractLinearOperator):
             _check_structure(fisher_out, updates)
@@ -179,7 +222,8 @@ def scale_by_natural_gradient(
             if matrix.shape != (n, n):
                 raise ValueError(
                     f"`fisher` returned shape {matrix.shape}; expected ({n}, {n}), a matrix over "
-                    "the order of `jax.flatten_util.ravel_pytree(params)`."
+                    "the order of `jax.flatten_util.ravel_pytree(params)` (params and gradient "
+                    f"have {n} entries)."
                 )
 
         if matrix is not None:
@@ -192,35 +236,67 @@ def scale_by_natural_gradient(
             if solver == "dense":
                 factor = jax.scipy.linalg.cho_factor(matrix + damp * jnp.eye(n, dtype=dtype))
                 flat_x = jax.scipy.linalg.cho_solve(factor, flat_g)
-                flat_x = eqx.error_if(
-                    flat_x,
-                    jnp.logical_not(jnp.all(jnp.isfinite(flat_x))),
-                    "natural_gradient: the damped Fisher F + damping * I is singular (or not "
-                    "finite); increase `damping`.",
-                )
+                failed = jnp.logical_not(jnp.all(jnp.isfinite(flat_x)))
             else:
                 y0 = ravel_pytree(state.solution)[0].astype(dtype)
                 y0 = y0 if warm_start else jnp.zeros_like(y0)
-                flat_x = conjugate_gradient(damped_mv, flat_g, y0, cg_max_steps, cg_rtol, cg_atol)
+                flat_x, failed = conjugate_gradient(
+                    damped_mv, flat_g, y0, cg_max_steps, cg_rtol, cg_atol
+                )
             x = unravel(flat_x)
             quad = None if max_kl is None else 0.5 * jnp.vdot(flat_x, damped_mv(flat_x))
         else:
             # Matrix-free on the params pytree: Fisher-vector products only.
             assert isinstance(fisher_out, lx.AbstractLinearOperator)
             operator = fisher_out
-            vector = cast_like(
-                updates, jax.tree.map(lambda t: jnp.zeros((), t.dtype), operator.in_structure())
+            in_structure = operator.in_structure()
+            vector = jax.tree.map(
+                lambda g, t: jnp.asarray(g, working_dtype(t.dtype)), updates, in_structure
             )
 
             def damped_tree_mv(v):
+                fv = operator.mv(cast_like(v, in_structure))
                 return jax.tree.map(
-                    lambda fv, vi: fv + damp.astype(vi.dtype) * vi, operator.mv(v), v
+                    lambda f, vi: f.astype(vi.dtype) + damp.astype(vi.dtype) * vi, fv, v
                 )
 
             y0 = cast_like(state.solution, vector)
             y0 = y0 if warm_start else jax.tree.map(jnp.zeros_like, y0)
-            x = conjugate_gradient(damped_tree_mv, vector, y0, cg_max_steps, cg_rtol, cg_atol)
+            x, failed = conjugate_gradient(
+                damped_tree_mv, vector, y0, cg_max_steps, cg_rtol, cg_atol
+            )
             quad = None if max_kl is None else 0.5 * tree_vdot(x, damped_tree_mv(x))
+
+        kl = None if max_kl is None else jnp.asarray(max_kl, dtype)
+        bad_kl = jnp.zeros((), bool) if kl is None else jnp.logical_not(kl > 0)
+        # One cause per failure, in the order a user should fix them.
+        failed = failed & jnp.logical_not(grad_bad | bad_damp)
+        if throw:
+            x = eqx.error_if(
+                x,
+                grad_bad,
+                f"{name}: the gradient contains NaN or inf (a diverged loss or a bad batch); "
+                "the natural gradient is not defined. To skip such steps, build the optimizer "
+                "with `throw=False` and wrap it in `optax.apply_if_finite`.",
+            )
+            x = eqx.error_if(x, bad_damp, f"{name}: `damping` must be >= 0 (and not NaN).")
+            x = eqx.error_if(x, bad_kl, f"{name}: `max_kl` must be > 0.")
+            x = eqx.error_if(
+                x,
+                failed,
+                f"{name}: the damped Fisher F + damping * I is singular, indefinite or not "
+                "finite along the gradient, so (F + damping * I) x = g has no solution; "
+                "increase `damping`."
+                + (
+                    " (solver='dense' factorizes by Cholesky and needs F + damping * I "
+                    "positive definite.)"
+                    if solver == "dense"
+                    else " (conjugate gradient broke down.)"
+                ),
+            )
+        else:
+            bad = grad_bad | bad_damp | bad_kl | failed
+            x = jax.tree.map(lambda leaf: jnp.where(bad, jnp.nan, leaf), x)
 
         new_state = ScaleByNaturalGradientState(solution=cast_like(x, state.solution))
         if quad is not None:
@@ -243,6 +319,7 @@ def natural_gradient(
     cg_atol: float = 1e-12,
     warm_start: bool = True,
     max_kl: float | jax.Array | None = None,
+    throw: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Natural gradient descent: :math:`\theta \leftarrow \theta - \alpha (F + \lambda I)^{-1} g`.
 
@@ -262,6 +339,8 @@ def natural_gradient(
         cg_atol: CG absolute tolerance.
         warm_start: warm-start CG from the previous solution.
         max_kl: optional KL trust-region radius (TRPO).
+        throw: raise on a NaN gradient, bad hyperparameters or a singular damped Fisher
+            (``False``: an all-NaN update instead).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -293,6 +372,7 @@ def natural_gradient(
             cg_atol=cg_atol,
             warm_start=warm_start,
             max_kl=max_kl,
+            throw=throw,
         ),
         optax.scale_by_learning_rate(learning_rate),
     )
