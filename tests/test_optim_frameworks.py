@@ -5,6 +5,9 @@ an exact answer exists, that the update equals the one of a second, hand-written
 function, the dense Fisher with the frozen rows and columns dropped, one large batch).
 """
 
+import re
+from pathlib import Path
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -42,6 +45,17 @@ def tree_allclose(a, b, **tol):
     assert ta == tb
     for x, y in zip(la, lb):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **(tol or TOL))
+
+
+def fisher_matrix(fisher, params, **extra_args):
+    """The Fisher operator at ``params`` as a dense matrix (jitted: eager lineax is slow)."""
+    return jax.jit(lambda p, e: fisher(p, **e).as_matrix())(params, extra_args)
+
+
+def first_update(opt, grads, params, **extra_args):
+    """One jitted update from a fresh state."""
+    step = lambda g, p, e: opt.update(g, opt.init(p), p, **e)[0]
+    return jax.jit(step)(grads, params, extra_args)
 
 
 # --- plain functions --------------------------------------------------------------------------
@@ -110,14 +124,14 @@ def test_equinox_module_as_it_is(filter_spec):
     grads = eqx.filter_grad(eqx_loss)(model0, X, Y)
     fisher_a = predictive_fisher(model0, "categorical")
     fisher_b = predictive_fisher(by_hand, "categorical")
-    mat_a = fisher_a(eqx.filter(model0, filter_spec), batch=(X, Y)).as_matrix()
-    mat_b = fisher_b(params, batch=(X, Y)).as_matrix()
+    mat_a = fisher_matrix(fisher_a, eqx.filter(model0, filter_spec), batch=(X, Y))
+    mat_b = fisher_matrix(fisher_b, params, batch=(X, Y))
     np.testing.assert_allclose(mat_a, mat_b, **TOL)
     opt_a = natural_gradient(1.0, fisher_a, damping=1e-3, solver="dense")
     opt_b = natural_gradient(1.0, fisher_b, damping=1e-3, solver="dense")
     pa = eqx.filter(model0, filter_spec)
-    ua, _ = opt_a.update(grads, opt_a.init(pa), pa, batch=(X, Y))
-    ub, _ = opt_b.update(grads, opt_b.init(params), params, batch=(X, Y))
+    ua = first_update(opt_a, grads, pa, batch=(X, Y))
+    ub = first_update(opt_b, grads, params, batch=(X, Y))
     tree_allclose(ua, ub)
 
 
@@ -125,15 +139,15 @@ def test_empirical_fisher_with_a_model():
     model = eqx_net()
     params = eqx.filter(model, eqx.is_array)
     loglik = lambda logits, example: jax.nn.log_softmax(logits)[example[1]]
-    op = empirical_fisher(loglik, model=model)(params, batch=(X, Y))
+    mat = fisher_matrix(empirical_fisher(loglik, model=model), params, batch=(X, Y))
     # Second route: G^T G / n from the explicit per-example score Jacobian.
     diff, static = eqx.partition(model, eqx.is_inexact_array)
     per_example = lambda p: jax.vmap(lambda x, y: jax.nn.log_softmax(eqx.combine(p, static)(x))[y])(
         X, Y
     )
-    jac = jax.jacrev(per_example)(diff)
+    jac = jax.jit(jax.jacrev(per_example))(diff)
     g = jnp.concatenate([j.reshape(X.shape[0], -1) for j in jax.tree.leaves(jac)], axis=1)
-    np.testing.assert_allclose(op.as_matrix(), g.T @ g / X.shape[0], **TOL)
+    np.testing.assert_allclose(mat, g.T @ g / X.shape[0], **TOL)
 
 
 # --- flax nnx ---------------------------------------------------------------------------------
@@ -216,7 +230,7 @@ def test_flax_nnx_optimizer_batchnorm_dropout():
     graphdef, _, rest = nnx.split(twin, nnx.Param, ...)
     forward = lambda p: nnx.merge(graphdef, p, nnx.as_pure(rest))(X)
     logits = forward(params)
-    jac = jax.jacrev(forward)(params)
+    jac = jax.jit(jax.jacrev(forward))(params)
     j = jnp.concatenate([a.reshape(*logits.shape, -1) for a in jax.tree.leaves(jac)], -1)
     prob = jax.nn.softmax(logits)
     m = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(prob)
@@ -259,12 +273,10 @@ def test_flax_linen_train_state():
     plain = lambda p, x: module.apply({"params": p}, x)
     grads = jax.grad(lambda p: xent(plain(p, X), Y))(params)
     ref = natural_gradient(0.5, predictive_fisher(plain, "categorical"), damping=1e-2)
-    updates, _ = ref.update(grads, ref.init(params), params, batch=(X, Y))
+    updates = first_update(ref, grads, params, batch=(X, Y))
     state0 = TrainState.create(apply_fn=module.apply, params=params, tx=tx)
-    tree_allclose(
-        apply_gradients(state0, grads=grads, batch=(X, Y)).params,
-        optax.apply_updates(params, updates),
-    )
+    new_state = jax.jit(lambda s, g: apply_gradients(s, grads=g, batch=(X, Y)))(state0, grads)
+    tree_allclose(new_state.params, optax.apply_updates(params, updates))
 
 
 # --- haiku ------------------------------------------------------------------------------------
@@ -297,8 +309,8 @@ def test_haiku_transform(with_rng):
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
     # Second route: the plain function.
-    mat = predictive_fisher(transformed, "categorical")(params, batch=(X, Y)).as_matrix()
-    ref = predictive_fisher(apply, "categorical")(params, batch=(X, Y)).as_matrix()
+    mat = fisher_matrix(predictive_fisher(transformed, "categorical"), params, batch=(X, Y))
+    ref = fisher_matrix(predictive_fisher(apply, "categorical"), params, batch=(X, Y))
     np.testing.assert_allclose(mat, ref, **TOL)
 
 
@@ -333,7 +345,7 @@ FISHER = predictive_fisher(mlp_apply, "categorical")
 
 def _reference_direction(params, grads, damping):
     """Dense route: the full Fisher with the frozen rows and columns dropped, then Cholesky."""
-    full = FISHER(params, batch=(X, Y)).as_matrix()
+    full = fisher_matrix(FISHER, params, batch=(X, Y))
     chosen = ravel_pytree(jax.tree.map(lambda a, m: jnp.full(a.shape, m), params, MASK))[0]
     idx = np.flatnonzero(np.asarray(chosen))
     block = full[idx][:, idx] + damping * jnp.eye(idx.size)
@@ -433,7 +445,7 @@ def test_inject_hyperparams_natural_gradient_without_static_args():
     # The injected update equals the plain optimizer's with the same hyperparameters.
     plain = natural_gradient(0.1, FISHER, 1e-2, solver="dense")
     prev = optax.apply_updates(params, jax.tree.map(jnp.negative, updates))
-    ref, _ = plain.update(jax.grad(plain_loss)(prev, X, Y), plain.init(prev), prev, batch=(X, Y))
+    ref = first_update(plain, jax.grad(plain_loss)(prev, X, Y), prev, batch=(X, Y))
     tree_allclose(updates, ref, rtol=1e-10, atol=1e-12)
 
 
@@ -512,13 +524,12 @@ def test_multi_steps_one_solve_per_update_with_all_micro_batches():
     assert plain_loss(params, X, Y) < 0.8 * plain_loss(P0, X, Y)
 
     # Exact answer: the first emitted update is one step on the whole batch.
+    at_p0 = jax.jit(lambda s, b: opt.update(jax.grad(plain_loss)(P0, *b), s, P0, batch=b))
     state = opt.init(P0)
     for j in range(k):
-        xb, yb = X[j * m : (j + 1) * m], Y[j * m : (j + 1) * m]
-        grads = jax.grad(plain_loss)(P0, xb, yb)
-        updates, state = opt.update(grads, state, P0, batch=(xb, yb))
+        updates, state = at_p0(state, (X[j * m : (j + 1) * m], Y[j * m : (j + 1) * m]))
     whole = natural_gradient(0.5, FISHER, 1e-2, solver="dense")
-    ref, _ = whole.update(jax.grad(plain_loss)(P0, X, Y), whole.init(P0), P0, batch=(X, Y))
+    ref = first_update(whole, jax.grad(plain_loss)(P0, X, Y), P0, batch=(X, Y))
     tree_allclose(updates, ref, rtol=1e-10, atol=1e-13)
 
     # optax.MultiSteps, for comparison, runs the wrapped update on every micro-step.
@@ -566,3 +577,18 @@ def test_warm_start_is_used_in_a_training_loop():
     assert errors[0][0] == errors[0][1]  # nothing to warm-start from
     assert all(w < 0.9 * c for w, c in errors[1:]), errors
     assert plain_loss(params, X, Y) < 0.9 * plain_loss(P0, X, Y)
+
+
+# --- the guide --------------------------------------------------------------------------------
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "training_loop.md"
+
+
+@pytest.mark.filterwarnings("ignore:scatter inputs have incompatible types")
+def test_training_loop_guide_runs():
+    # Every python block of the guide, in order, in one namespace (later blocks reuse the data).
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
+    assert len(blocks) >= 8
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{GUIDE.name}[block {i}]", "exec"), namespace)

@@ -108,10 +108,14 @@ def scale_by_natural_gradient(
 
     so that with learning rate 1 the step has (second-order) KL divergence ``max_kl``.
 
-    Works on any parameter pytree (dicts, flax params, equinox modules filtered to arrays);
-    ``damping`` and ``max_kl`` may be traced, so ``optax.inject_hyperparams`` changes them
-    without recompiling (pass ``static_args=("fisher",)``, since ``fisher`` is a callable that
-    is not a schedule). bfloat16 and float16 params work with every solver: the Cholesky
+    Works on any parameter pytree (dicts, flax params, ``eqx.filter(model, eqx.is_array)``;
+    only the inexact leaves are preconditioned, so gradients with ``None`` at integer leaves, as
+    ``equinox.filter_grad`` gives, are accepted). Inside ``optax.masked`` or
+    ``optax.multi_transform`` pass ``full_params=params`` to ``update``: the Fisher builders
+    then compute the curvature of the selected leaves with the full model. ``damping`` and
+    ``max_kl`` may be traced, so ``optax.inject_hyperparams(natural_gradient)`` changes them
+    without recompiling; the Fisher builders' results are never taken for schedules (a
+    hand-written ``fisher`` function is: wrap it in :func:`not_a_schedule`). bfloat16 and float16 params work with every solver: the Cholesky
     factorization and the CG recurrences run in float32 (Fisher-vector products in the params'
     dtype), and the update is cast back to the gradient's dtypes.
 
@@ -326,8 +330,11 @@ def natural_gradient(
     :func:`scale_by_natural_gradient` chained with ``optax.scale_by_learning_rate``; see there for
     the arguments. ``update(grads, state, params, **extra_args)`` needs ``params``; extra
     arguments (e.g. ``batch=``) reach ``fisher``. To change the learning rate or the damping
-    during training without recompiling, use
-    ``optax.inject_hyperparams(natural_gradient, static_args=("fisher",))(...)``.
+    during training without recompiling, use ``optax.inject_hyperparams(natural_gradient)(...)``
+    (no ``static_args`` needed with the Fisher builders). For gradient accumulation over
+    micro-batches use :func:`multi_steps` (``optax.MultiSteps`` would solve on every
+    micro-batch, with the curvature of the last one only). The guide "Natural gradient in your
+    training loop" (``docs/training_loop.md``) shows the equinox, flax and haiku loops.
 
     Args:
         learning_rate: step size :math:`\alpha` or an optax schedule.
