@@ -115,9 +115,10 @@ def scale_by_natural_gradient(
     then compute the curvature of the selected leaves with the full model. ``damping`` and
     ``max_kl`` may be traced, so ``optax.inject_hyperparams(natural_gradient)`` changes them
     without recompiling; the Fisher builders' results are never taken for schedules (a
-    hand-written ``fisher`` function is: wrap it in :func:`not_a_schedule`). bfloat16 and float16 params work with every solver: the Cholesky
-    factorization and the CG recurrences run in float32 (Fisher-vector products in the params'
-    dtype), and the update is cast back to the gradient's dtypes.
+    hand-written ``fisher`` function is: wrap it in :func:`not_a_schedule`). bfloat16 and
+    float16 params work with every solver: the Cholesky factorization and the CG recurrences
+    run in float32 (Fisher-vector products in the params' dtype), and the update is cast back
+    to the gradient's dtypes.
 
     Singular Fisher. With ``damping=0`` the Fisher may be singular (more parameters than
     examples, dead units). If the gradient lies in its range, CG returns a solution of
