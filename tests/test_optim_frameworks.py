@@ -449,6 +449,35 @@ def test_inject_hyperparams_natural_gradient_without_static_args():
     tree_allclose(updates, ref, rtol=1e-10, atol=1e-12)
 
 
+def test_fisher_builders_are_pytrees_of_arrays():
+    # Under inject_hyperparams the Fisher sits in the optimizer state, which jit returns: its
+    # leaves must be arrays (functions and other static parts live in the treedef).
+    from flax import nnx
+
+    from infogeo_jax import ExponentialFamily
+
+    family = ExponentialFamily(lambda t: jnp.exp(t[0]))  # Poisson, as a bare log-partition
+    builders = [
+        manifold_fisher(family),
+        predictive_fisher(eqx_net(), "categorical"),
+        predictive_fisher(nnx_net()(True, nnx.Rngs(0)), "categorical"),
+        empirical_fisher(lambda p, ex: -jnp.sum((ex - p) ** 2)),
+        not_a_schedule(lambda p: p),
+    ]
+    for fisher in builders:
+        assert all(eqx.is_array(leaf) for leaf in jax.tree.leaves(fisher)), fisher
+        assert fisher(jnp.zeros((), jnp.int32)) is fisher  # a schedule call returns itself
+    opt = optax.inject_hyperparams(natural_gradient)(
+        1.0, manifold_fisher(family), damping=0.0, solver="dense"
+    )
+    step = jax.jit(lambda t, s: opt.update(jnp.exp(t) - 3.0, s, t))  # mean count 3
+    theta, state = jnp.array([0.0]), opt.init(jnp.array([0.0]))
+    for _ in range(8):  # Newton on the Poisson likelihood
+        updates, state = step(theta, state)
+        theta = optax.apply_updates(theta, updates)
+    np.testing.assert_allclose(theta, jnp.log(jnp.array([3.0])), **TOL)
+
+
 def test_inject_hyperparams_mirror_descent_potential():
     potential = lambda x: jnp.sum(x * jnp.log(x) - x)  # exponential mirror map
     target = jnp.array([0.5, 2.0, 1.5])

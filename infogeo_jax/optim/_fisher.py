@@ -65,7 +65,14 @@ def _selected_indices(params: PyTree, full_params: PyTree) -> np.ndarray:
 
 
 class _ManifoldFisher(AbstractFisher):
-    manifold: AbstractStatisticalManifold
+    # Arrays and the rest apart, so that the Fisher is a pytree of arrays only (it may sit in
+    # an optimizer state, under `optax.inject_hyperparams`).
+    arrays: PyTree
+    static: _Static = eqx.field(static=True)
+
+    @property
+    def manifold(self) -> AbstractStatisticalManifold:
+        return eqx.combine(self.arrays, self.static.value)
 
     def build(self, params: PyTree, **extra_args: Any) -> Metric:
         full_params = extra_args.get("full_params")
@@ -117,7 +124,8 @@ def manifold_fisher(manifold: AbstractStatisticalManifold) -> Callable[..., Metr
             "manifold_fisher expects an infogeo_jax.AbstractStatisticalManifold (an exponential "
             f"family, a StatisticalModel or a StatisticalManifold), got {type(manifold).__name__}."
         )
-    return _ManifoldFisher(manifold)
+    arrays, static = eqx.partition(manifold, eqx.is_array)
+    return _ManifoldFisher(arrays, _Static(static))
 
 
 def _batch_of(extra_args: dict[str, Any], name: str, builder: str) -> Any:
