@@ -126,10 +126,12 @@ def _gauss_newton_operator(
         out = jax.tree.map(lambda leaf: leaf / n, out)
         return jax.lax.pmean(out, names) if names else out
 
-    structure = jax.eval_shape(lambda: params)
-    # No closure conversion: the products are traced where they are used, so vectors with
-    # another sharding or manual-axis type than `params` (a warm start, a sharded gradient)
-    # are accepted, and the linearized residuals are never re-traced outside `shard_map`.
+    # The structure of the products themselves (under an explicit-sharding mesh they carry its
+    # sharding even where `params` do not), so that input and output structures agree. No
+    # closure conversion: the products are traced where they are used, so vectors with another
+    # sharding or manual-axis type than `params` (a warm start, a sharded gradient) are
+    # accepted, and the linearized residuals are never re-traced outside `shard_map`.
+    structure = jax.eval_shape(mv, params)
     return lx.FunctionLinearOperator(
         mv,
         structure,
