@@ -123,6 +123,21 @@ def _shard_map_updates(mesh, params, x, labels, apply, loss, loglik, check_vma=T
     return out
 
 
+def _pmap_updates(params, x, labels, apply, loss, loglik, devices: int):
+    """The same data parallelism through ``jax.pmap`` and the Fisher's ``axis_name``."""
+    import jax
+
+    opt = _configs(apply, loglik, "data", full=False)["predictive-cg"]
+
+    def local(w, inputs, y):
+        g = jax.lax.pmean(jax.grad(loss)(w, inputs, y), "data")
+        return opt.update(g, opt.init(w), w, batch=(inputs, y))[0]
+
+    split = lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:])
+    out = jax.pmap(local, axis_name="data", in_axes=(None, 0, 0))(params, split(x), split(labels))
+    return {"predictive-cg": jax.tree.map(lambda a: a[0], out)}
+
+
 def _jit_sharded_updates(params, x, labels, apply, loss, loglik, full=True):
     import jax
 
@@ -222,6 +237,9 @@ def run_devices(full: bool) -> dict:
                 par, w_par = _training_losses(mesh, ws, xs, ys, apply, loss, loglik, True)
                 results["losses_single"], results["losses_shard_map"] = one, par
                 results["train_params_diff"] = _max_diff(w_one, w_par)
+        if axis_type == "explicit":
+            pmapped = _pmap_updates(params, x, labels, apply, loss, loglik, 8)
+            results["pmap"] = {k: _max_diff(v, reference[k]) for k, v in pmapped.items()}
         results[f"jit_{axis_type}"] = {k: _max_diff(v, reference[k]) for k, v in jitted.items()}
         results[f"shard_map_{axis_type}"] = {
             k: _max_diff(v, reference[k]) for k, v in mapped.items()

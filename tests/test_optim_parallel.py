@@ -5,7 +5,7 @@ The device count is fixed when JAX starts, so the checks run in fresh processes
 maximal differences against the single-device computation on the whole batch. The truth is the
 single-device update: every parallel route (``jax.jit`` on a batch sharded with
 ``NamedSharding``; ``jax.shard_map`` with the Fisher's ``axis_name``, with and without the
-manual-axis type checks; a two-process run through ``jax.distributed.initialize``) must match it
+manual-axis type checks; ``jax.pmap``; a two-process run through ``jax.distributed.initialize``) must match it
 to rounding, float64.
 """
 
@@ -68,7 +68,8 @@ def _check_devices(results: dict) -> None:
     assert results["devices"] == 8
     # jit with a NamedSharding-sharded batch, and shard_map with axis_name: the same update.
     assert _check_updates(results, "jit_") >= 3
-    assert _check_updates(results, "shard_map_") >= 4
+    assert _check_updates(results, "shard_map_") >= 4  # with and without check_vma
+    assert _check_updates(results, "pmap") == 1
     # Inside shard_map without axis_name, the error says what to pass.
     assert "axis_name='data'" in results["missing_axis_name"]
     # A training loop inside shard_map follows the single-device one; the loss goes down.
