@@ -5,8 +5,8 @@ The device count is fixed when JAX starts, so the checks run in fresh processes
 maximal differences against the single-device computation on the whole batch. The truth is the
 single-device update: every parallel route (``jax.jit`` on a batch sharded with
 ``NamedSharding``; ``jax.shard_map`` with the Fisher's ``axis_name``, with and without the
-manual-axis type checks; ``jax.pmap``; a two-process run through ``jax.distributed.initialize``) must match it
-to rounding, float64.
+manual-axis type checks; ``jax.pmap``; a two-process run through
+``jax.distributed.initialize``) must match it to rounding, float64.
 """
 
 from __future__ import annotations
