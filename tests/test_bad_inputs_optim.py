@@ -222,6 +222,12 @@ NATURAL_GRADIENT_CASES = [
         (G2,),
         (RUNTIME, "not finite"),
     ),
+    Case(
+        "ng-dense-bf16-singular-names-precision",
+        lambda g: _ng(lambda p: SINGULAR, g, P2.astype(jnp.bfloat16), solver="dense"),
+        (jnp.ones(2, jnp.bfloat16),),
+        (RUNTIME, "computed in bfloat16"),
+    ),
     # Rank-deficient but consistent: CG from zero returns the minimum-norm solution
     # (Hestenes & Stiefel 1952; reference: the Moore-Penrose pseudo-inverse).
     Case(
