@@ -47,7 +47,9 @@ def solve_metric(g: Metric, b: Array) -> Array:
 
 def inverse_metric(g: Metric) -> Metric:
     """Inverse of a symmetric positive-definite matrix, symmetrized."""
-    inv = solve_metric(g, jnp.eye(g.shape[0], dtype=g.dtype))
+    # The identity typed like `g` (batched and sharded like it under `vmap` of a sharded
+    # batch, where an unbatched constant would not match the batch sharding of `g`).
+    inv = solve_metric(g, jnp.eye(g.shape[0], dtype=g.dtype) + jnp.zeros_like(g))
     return 0.5 * (inv + inv.T)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from infogeo_jax.families import Normal
+from infogeo_jax.families import Normal, Poisson
 from infogeo_jax.optim import (
     exponentiated_gradient,
     mirror_descent,
@@ -81,6 +81,7 @@ def _net_fisher_matrix(w):
 
 
 NORMAL = Normal()
+POISSON = Poisson()
 # A normal sample far from the start N(0, 1): mean 5, variance 0.01 (biased).
 _DATA = 5.0 + 0.1 * jnp.array([-1.0, 1.0, -1.0, 1.0])
 _T_BAR = jnp.array([jnp.mean(_DATA), jnp.mean(_DATA**2)])
@@ -157,9 +158,13 @@ def _net_update(w, **kw):
     return _update(natural_gradient(1.0, fisher, 0.0, **kw), jax.grad(_net_loss)(w), w, batch=_X)
 
 
+@jax.jit
+def _net_reference(w):
+    return _net_fisher_matrix(w), jax.flatten_util.ravel_pytree(jax.grad(_net_loss)(w))[0]
+
+
 def _check_net_solves(update):
-    matrix = _net_fisher_matrix(_W)
-    g = jax.flatten_util.ravel_pytree(jax.grad(_net_loss)(_W))[0]
+    matrix, g = _net_reference(_W)
     x = -jax.flatten_util.ravel_pytree(update)[0]
     assert np.linalg.matrix_rank(np.asarray(matrix)) < matrix.shape[0]  # singular indeed
     np.testing.assert_allclose(matrix @ x, g, rtol=1e-6, atol=1e-9)
@@ -216,6 +221,12 @@ NATURAL_GRADIENT_CASES = [
         lambda g: _ng(lambda p: NAN_F, g, P2),
         (G2,),
         (RUNTIME, "not finite"),
+    ),
+    Case(
+        "ng-dense-bf16-singular-names-precision",
+        lambda g: _ng(lambda p: SINGULAR, g, P2.astype(jnp.bfloat16), solver="dense"),
+        (jnp.ones(2, jnp.bfloat16),),
+        (RUNTIME, "computed in bfloat16"),
     ),
     # Rank-deficient but consistent: CG from zero returns the minimum-norm solution
     # (Hestenes & Stiefel 1952; reference: the Moore-Penrose pseudo-inverse).
@@ -317,6 +328,14 @@ MIRROR_DESCENT_CASES = [
         lambda t: t + _update(mirror_descent(1.0, NORMAL.log_partition), _normal_nll_grad(t), t),
         (NORMAL.from_usual(0.0, 1.0),),
         check=_close_to(_normal_mle(), rtol=1e-9),
+    ),
+    # The family's dual potential A*(eta): the line search keeps eta in the mean domain
+    # (eta > 0 for the Poisson); the mirror step is eta_+ = exp(log(eta) - lr g).
+    Case(
+        "md-family-dual-potential",
+        lambda e: e + _update(mirror_descent(1.0, POISSON.dual_potential), jnp.array([3.0]), e),
+        (jnp.array([2.0]),),
+        check=_close_to(jnp.exp(jnp.log(2.0) - 3.0) * jnp.ones(1)),
     ),
     Case(
         "md-nan-grad",

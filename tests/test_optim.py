@@ -794,7 +794,7 @@ def test_natural_gradient_low_precision(dtype, solver):
         state = opt.init(w)
         losses = [_lp_loss(w, x)]
         first = None
-        for _ in range(4):
+        for _ in range(3):
             updates, state = opt.update(jax.grad(_lp_loss)(w, x), state, w, batch=x)
             first = updates if first is None else first
             w = optax.apply_updates(w, updates)

@@ -65,6 +65,18 @@ def _flat_matrix(operator: lx.AbstractLinearOperator, updates: PyTree) -> jax.Ar
     return jax.vmap(lambda e: ravel_pytree(operator.mv(unravel(e)))[0], out_axes=1)(eye)
 
 
+def _precision_note(params: PyTree) -> str:
+    """A hint for params below float32: their Fisher is only known to their precision."""
+    low = working_dtype(tree_dtype(params)) != tree_dtype(params)
+    if not low:
+        return ""
+    dtype = jnp.dtype(tree_dtype(params))
+    return (
+        f" The Fisher is computed in {dtype.name} (relative accuracy about "
+        f"{float(jnp.finfo(dtype).eps):.0e}): `damping` must exceed that times its scale."
+    )
+
+
 def scale_by_natural_gradient(
     fisher: FisherFn,
     damping: float | jax.Array = 1e-4,
@@ -239,7 +251,10 @@ def scale_by_natural_gradient(
                 return matrix @ v + damp * v
 
             if solver == "dense":
-                factor = jax.scipy.linalg.cho_factor(matrix + damp * jnp.eye(n, dtype=dtype))
+                # Symmetrized: a Fisher is symmetric, a materialized or low-precision one only
+                # up to rounding.
+                sym = 0.5 * (matrix + matrix.T)
+                factor = jax.scipy.linalg.cho_factor(sym + damp * jnp.eye(n, dtype=dtype))
                 flat_x = jax.scipy.linalg.cho_solve(factor, flat_g)
                 failed = jnp.logical_not(jnp.all(jnp.isfinite(flat_x)))
             else:
@@ -297,7 +312,8 @@ def scale_by_natural_gradient(
                     "positive definite.)"
                     if solver == "dense"
                     else " (conjugate gradient broke down.)"
-                ),
+                )
+                + _precision_note(params),
             )
         else:
             bad = grad_bad | bad_damp | bad_kl | failed
