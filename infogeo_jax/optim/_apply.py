@@ -34,6 +34,12 @@ Internal entry points (stable; the curvature builders and K-FAC call them):
   have ``optax.MaskedNode`` at the leaves that are not selected; ``full_params`` (the whole
   parameters, passed to ``update`` as an extra argument) then supplies their values, so the
   curvature on the selected leaves is computed with the full model.
+- :func:`trainable_view` ``(params)``: the ``trainable`` part alone (the gradients' structure);
+  :func:`trainable_zeros` ``(params)``: zeros of that structure (optimizer state).
+
+An ``equinox.Module`` is taken for a model called per example; a function wrapped in an
+equinox module (``eqx.filter_jit(f)``, ``eqx.Partial``) is handed over as
+``lambda p, x: f(p, x)``.
 """
 
 from __future__ import annotations
