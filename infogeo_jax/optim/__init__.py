@@ -7,9 +7,16 @@ exponentiated-gradient blocks also take the learning rate and return
 ``(theta - theta_next) / learning_rate``: after the chained ``scale_by_learning_rate`` the
 update is exactly the mirror step ``theta_next - theta`` (up to rounding). The Fisher
 builders return the ``fisher(params, **extra_args)`` callables that :func:`natural_gradient`
-takes; the batch reaches them as an extra argument of ``update``.
+takes; the batch reaches them as an extra argument of ``update``. They take the model as it is:
+a function ``apply(params, inputs)``, an equinox module, a flax nnx or linen module, or a haiku
+transform; :func:`apply_gradients` is flax's ``TrainState.apply_gradients`` with the batch
+forwarded to the optimizer.
 """
 
+from ._apply import (
+    apply_gradients as apply_gradients,
+    not_a_schedule as not_a_schedule,
+)
 from ._fisher import (
     empirical_fisher as empirical_fisher,
     manifold_fisher as manifold_fisher,

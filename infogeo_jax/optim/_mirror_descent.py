@@ -13,6 +13,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import Array, PyTree
+from ._apply import check_not_schedule_value
 from ._common import cast_like, require_params, tree_dtype
 
 
@@ -230,6 +231,10 @@ def scale_by_mirror_descent(
         Res. Lett. 31 (2003), Eq. (3.1); Raskutti & Mukherjee, *The information geometry of
         mirror descent*, IEEE Trans. Inf. Theory 61 (2015), Theorem 1.
     """
+    check_not_schedule_value(potential, "potential", "mirror_descent")
+    for name, fn in (("inverse_gradient", inverse_gradient), ("in_domain", in_domain)):
+        if fn is not None:
+            check_not_schedule_value(fn, name, "mirror_descent")
     # A Python 0 (the default) adds nothing: skip the term and its run-time check.
     static_zero_damping = isinstance(damping, (int, float)) and damping == 0
     if isinstance(damping, (int, float)):
@@ -301,9 +306,10 @@ def mirror_descent(
     :func:`scale_by_mirror_descent` (which takes the learning rate and returns
     :math:`d = (\theta - \theta_+)/\alpha`) chained with ``optax.scale_by_learning_rate`` of the
     same learning rate, so the update :math:`-\alpha d` is the mirror step
-    :math:`\theta_+ - \theta` (up to rounding). With
-    ``optax.inject_hyperparams`` pass ``static_args=("potential",)`` (and
-    ``"inverse_gradient"``, ``"in_domain"`` when given): they are callables, not schedules.
+    :math:`\theta_+ - \theta` (up to rounding).
+    ``optax.inject_hyperparams`` takes every callable argument for a schedule: wrap
+    ``potential`` (and ``inverse_gradient``, ``in_domain`` when given) in
+    :func:`not_a_schedule`, or pass their names in ``static_args``.
 
     Args:
         learning_rate: :math:`\alpha`, a scalar or an optax schedule.

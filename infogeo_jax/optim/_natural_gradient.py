@@ -13,6 +13,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .._custom_types import PyTree
+from ._apply import check_not_schedule_value, trainable_zeros
 from ._common import (
     call_with_supported,
     cast_like,
@@ -151,9 +152,10 @@ def scale_by_natural_gradient(
     """
     if solver not in ("cg", "dense"):
         raise ValueError(f"`solver` must be 'cg' or 'dense', got {solver!r}.")
+    check_not_schedule_value(fisher, "fisher", "natural_gradient")
 
     def init_fn(params: PyTree) -> ScaleByNaturalGradientState:
-        return ScaleByNaturalGradientState(solution=jax.tree.map(jnp.zeros_like, params))
+        return ScaleByNaturalGradientState(solution=trainable_zeros(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "scale_by_natural_gradient / natural_gradient")
