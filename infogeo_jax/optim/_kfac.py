@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from .._custom_types import PyTree
+from ._apply import as_apply
 from ._common import cast_like, require_params
 from ._kfac_blocks import (
     Plan,
@@ -101,7 +102,7 @@ def _output_cotangents(
             eye = jnp.eye(c, dtype=p.dtype)
             cot = jnp.moveaxis(jnp.sqrt(p)[..., None] * (eye - p[..., None, :]), -2, 0)
     else:
-        scale = 1.0 / np.sqrt(noise_variance)
+        scale = 1.0 / jnp.sqrt(jnp.asarray(noise_variance, f.dtype))
         if estimator == "sampled":
             cot = (jax.random.normal(k_sample, f.shape, f.dtype) * scale)[None]
         elif estimator == "empirical":
@@ -183,7 +184,9 @@ def kfac_matvec(plan: Plan, state: ScaleByKFACState, tangent: PyTree) -> PyTree:
     out = list(leaves)
     for b, block in enumerate(plan.blocks):
         v = block_matrix(block, leaves)
-        for i, leaf in unblock_matrix(block, state.factors_a[b] @ v @ state.factors_g[b], leaves).items():
+        for i, leaf in unblock_matrix(
+            block, state.factors_a[b] @ v @ state.factors_g[b], leaves
+        ).items():
             out[i] = leaf
     for i, d in zip(plan.diagonal, state.diagonals):
         out[i] = d * leaves[i]
@@ -251,8 +254,10 @@ def scale_by_kfac(
     learning rate 1 (KL clipping).
 
     Args:
-        apply: ``apply(params, inputs) -> outputs``, one array with a leading batch axis
-            (logits on the last axis for ``"categorical"``, means for ``"gaussian"``).
+        apply: the model, in any form :func:`predictive_fisher` takes (a function
+            ``apply(params, inputs)``, an equinox module, a flax nnx or linen module, a haiku
+            transform); its outputs one array with a leading batch axis (logits on the last
+            axis for ``"categorical"``, means for ``"gaussian"``).
         output: ``"categorical"`` or ``"gaussian"``, as for :func:`predictive_fisher`.
         example_inputs: a batch of inputs (arrays or ``jax.ShapeDtypeStruct`` s) used by
             ``init`` to find the blocks and size the state; any batch size.
@@ -308,6 +313,7 @@ def scale_by_kfac(
     _check_options(output, estimator, damping_split, curvature_every, inverse_every, decay)
     if isinstance(damping, (int, float)) and damping <= 0:
         raise ValueError(f"`damping` must be positive, got {damping!r}.")
+    model = as_apply(apply)
     get_inputs = _default_inputs if inputs_of is None else inputs_of
     get_targets = _default_targets if targets_of is None else targets_of
 
@@ -317,7 +323,7 @@ def scale_by_kfac(
                 "scale_by_kfac traces the model to find its blocks before the first batch: "
                 "pass `example_inputs=` (a batch of inputs, or jax.ShapeDtypeStruct s of one)."
             )
-        plan = build_plan(apply, params, example_inputs)
+        plan = build_plan(model, params, example_inputs)
         leaves = jax.tree.leaves(params)
         dtype = _algebra_dtype(leaves)
         eye = lambda d: jnp.eye(d, dtype=dtype)
@@ -337,7 +343,7 @@ def scale_by_kfac(
             diagonals=tuple(jnp.zeros(np.shape(leaves[i]), dtype) for i in plan.diagonal),
         )
 
-    def update_fn(updates, state: ScaleByKFACState, params=None, **extra_args):
+    def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "scale_by_kfac / kfac")
         if batch_arg not in extra_args:
             raise ValueError(
@@ -347,17 +353,15 @@ def scale_by_kfac(
         batch = extra_args[batch_arg]
         inputs = get_inputs(batch)
         targets = get_targets(batch) if estimator == "empirical" else None
-        plan = build_plan(apply, params, inputs)
-        if len(plan.blocks) != len(state.factors_a) or len(plan.diagonal) != len(
-            state.diagonals
-        ):
+        plan = build_plan(model, params, inputs)
+        if len(plan.blocks) != len(state.factors_a) or len(plan.diagonal) != len(state.diagonals):
             raise ValueError(
                 "scale_by_kfac: the model's blocks differ from those found at init; "
                 "`example_inputs` must be inputs of the same model."
             )
         key, sub = jax.random.split(state.key)
-        dtype = state.factors_a[0].dtype if state.factors_a else _algebra_dtype(
-            jax.tree.leaves(params)
+        dtype = (
+            state.factors_a[0].dtype if state.factors_a else _algebra_dtype(jax.tree.leaves(params))
         )
 
         def refresh(_):
@@ -404,8 +408,12 @@ def scale_by_kfac(
         vals_a, vecs_a, vals_g, vecs_g = eigs
 
         damp = jnp.asarray(damping, dtype)
-        g_leaves, g_treedef = jax.tree.flatten(updates)
-        g32 = [jnp.asarray(g, jnp.promote_types(jnp.result_type(g), dtype)) for g in g_leaves]
+        # Updates may hold None at non-trainable leaves (equinox.filter_grad): align with params.
+        g_leaves = plan.params_treedef.flatten_up_to(updates)
+        g32 = [
+            g if g is None else jnp.asarray(g, jnp.promote_types(jnp.result_type(g), dtype))
+            for g in g_leaves
+        ]
         out = list(g32)
         for b, block in enumerate(plan.blocks):
             v = block_matrix(block, g32)
@@ -415,11 +423,13 @@ def scale_by_kfac(
         for i, d in zip(plan.diagonal, diags):
             out[i] = g32[i] / (d + damp)
         if max_kl is not None:
-            quad = 0.5 * sum(jnp.vdot(x, g) for x, g in zip(out, g32))
+            quad = 0.5 * sum(
+                jnp.vdot(x, g) for x, g in zip(out, g32) if x is not None and g is not None
+            )
             eps = jnp.asarray(max_kl, dtype)
             scale = jnp.minimum(1.0, jnp.sqrt(eps / jnp.maximum(quad, jnp.finfo(dtype).tiny)))
-            out = [x * scale for x in out]
-        new_updates = cast_like(jax.tree.unflatten(g_treedef, out), updates)
+            out = [x if x is None else x * scale for x in out]
+        new_updates = cast_like(jax.tree.unflatten(plan.params_treedef, out), updates)
         new_state = ScaleByKFACState(
             count=state.count + 1,
             stats_count=stats_count,
@@ -456,7 +466,7 @@ def kfac(
     targets_of: Callable[[Any], Any] | None = None,
     seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""K-FAC: :math:`\theta \leftarrow \theta - \alpha\, \hat F^{-1} g` with a Kronecker-factored Fisher.
+    r"""K-FAC: :math:`\theta \leftarrow \theta - \alpha \hat F^{-1} g`, a Kronecker-factored Fisher.
 
     :func:`scale_by_kfac` chained with ``optax.scale_by_learning_rate``; see there for the
     arguments. ``update(grads, state, params, batch=batch)``. To change the learning rate or

@@ -202,9 +202,10 @@ def _dense_site(eqn, key, ins, ctx: _Ctx) -> _Site | None:
     w_contract, x_contract = (lc, rc) if w_pos == 0 else (rc, lc)
     w_free = [d for d in range(len(w_aval.shape)) if d not in w_contract]
     x_free = [d for d in range(len(x_aval.shape)) if d not in x_contract]
-    codes = _replay(prov.chain, np.arange(_size_of(ctx.leaf_shapes[prov.leaf])).reshape(
-        ctx.leaf_shapes[prov.leaf]
-    ))
+    codes = _replay(
+        prov.chain,
+        np.arange(_size_of(ctx.leaf_shapes[prov.leaf])).reshape(ctx.leaf_shapes[prov.leaf]),
+    )
     d_in = int(np.prod([w_aval.shape[d] for d in w_contract], dtype=np.int64))
     d_out = int(np.prod([w_aval.shape[d] for d in w_free], dtype=np.int64))
     index = np.transpose(codes, (*w_contract, *w_free)).reshape(d_in, d_out)
@@ -298,6 +299,7 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
             if (
                 name in _SHAPE_OPS
                 and single
+                and v is not None
                 and v in site_out
                 and uses.get(v) == 1
                 and _size(eqn.outvars[0].aval) == _size(v.aval)
@@ -430,9 +432,10 @@ def build_plan(apply: Callable[[PyTree, Any], Any], params: PyTree, inputs: Any)
         block = blocks[next(iter(owners))]
         if block.bias is not None:
             continue
-        indices = [_bias_index(ctx, c, ctx.sites[c[2]]) for c in cands]
+        found = [_bias_index(ctx, c, ctx.sites[c[2]]) for c in cands]
+        indices = [ix for ix in found if ix is not None]
         sites_with = [c[2] for c in cands]
-        if any(ix is None for ix in indices) or len(set(sites_with)) != len(sites_with):
+        if len(indices) != len(found) or len(set(sites_with)) != len(sites_with):
             continue
         if not all(np.array_equal(ix, indices[0]) for ix in indices):
             continue
@@ -557,16 +560,16 @@ def unblock_matrix(block: _KronBlock, matrix: jax.Array, leaves: Sequence[Any]) 
     """Inverse of :func:`block_matrix`: ``{leaf index: leaf-shaped array}``."""
     w_leaf = leaves[block.leaf]
     size = _size_of(tuple(np.shape(w_leaf)))
-    w = jnp.zeros(size, matrix.dtype).at[block.index.ravel()].set(
-        matrix[: block.index.shape[0]].ravel()
+    w = (
+        jnp.zeros(size, matrix.dtype)
+        .at[block.index.ravel()]
+        .set(matrix[: block.index.shape[0]].ravel())
     )
     out = {block.leaf: w.reshape(np.shape(w_leaf))}
     if block.bias is not None:
         b_leaf = leaves[block.bias]
         assert block.bias_index is not None
-        b = jnp.zeros(block.bias_index.shape[0], matrix.dtype).at[block.bias_index].set(
-            matrix[-1]
-        )
+        b = jnp.zeros(block.bias_index.shape[0], matrix.dtype).at[block.bias_index].set(matrix[-1])
         out[block.bias] = b.reshape(np.shape(b_leaf))
     return out
 
