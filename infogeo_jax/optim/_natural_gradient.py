@@ -22,6 +22,7 @@ from ._common import (
     tree_dtype,
     tree_vdot,
 )
+from ._woodbury import subsampled_solve
 
 FisherFn = Callable[..., Any]
 """``fisher(params, **extra_args)`` returning a 2-D array over the order of
@@ -66,7 +67,7 @@ def scale_by_natural_gradient(
     fisher: FisherFn,
     damping: float | jax.Array = 1e-4,
     *,
-    solver: Literal["cg", "dense"] = "cg",
+    solver: Literal["cg", "dense", "woodbury", "diagonal"] = "cg",
     cg_max_steps: int = 20,
     cg_rtol: float = 1e-6,
     cg_atol: float = 1e-12,
@@ -116,7 +117,11 @@ def scale_by_natural_gradient(
             :func:`predictive_fisher`). Only the extra arguments that ``fisher`` names (or all of
             them when it takes ``**kwargs``) are passed on; the others are ignored.
         damping: Tikhonov term :math:`\lambda \ge 0` added to the Fisher.
-        solver: ``"cg"`` (matrix-free conjugate gradient, default) or ``"dense"`` (Cholesky).
+        solver: ``"cg"`` (matrix-free conjugate gradient, default), ``"dense"`` (Cholesky),
+            ``"woodbury"`` (exact, through the ``n c x n c`` Gram matrix of the batch's
+            per-example rows, Ren & Goldfarb 2019: for a Fisher from
+            :func:`predictive_fisher` or :func:`empirical_fisher`, its model applied to one
+            example at a time) or ``"diagonal"`` (the diagonal of that Fisher).
         cg_max_steps: maximum number of CG iterations per update.
         cg_rtol: CG stops when the residual 2-norm is at most
             ``cg_atol + cg_rtol * |g|`` (or after ``cg_max_steps`` iterations).
@@ -150,8 +155,11 @@ def scale_by_natural_gradient(
         Eq. (3.2); Martens, *Deep learning via Hessian-free optimization*, ICML 2010, Sec. 4;
         Schulman et al., *Trust Region Policy Optimization*, ICML 2015, Appendix C.
     """
-    if solver not in ("cg", "dense"):
-        raise ValueError(f"`solver` must be 'cg' or 'dense', got {solver!r}.")
+    if solver not in ("cg", "dense", "woodbury", "diagonal"):
+        raise ValueError(
+            f"`solver` must be 'cg' or 'dense' (or 'woodbury' / 'diagonal' for a Fisher from "
+            f"predictive_fisher or empirical_fisher), got {solver!r}."
+        )
     check_not_schedule_value(fisher, "fisher", "natural_gradient")
 
     def init_fn(params: PyTree) -> ScaleByNaturalGradientState:
@@ -161,6 +169,10 @@ def scale_by_natural_gradient(
         require_params(params, "scale_by_natural_gradient / natural_gradient")
         dtype = tree_dtype(updates)
         damp = jnp.asarray(damping, dtype)
+        if solver in ("woodbury", "diagonal"):  # the Fisher's per-example Gram factor
+            x, step = subsampled_solve(fisher, params, updates, damp, solver, max_kl, **extra_args)
+            solution = ScaleByNaturalGradientState(solution=cast_like(x, state.solution))
+            return cast_like(step, updates), solution
         fisher_out = call_with_supported(fisher, params, **extra_args)
         flat_g, unravel = ravel_pytree(updates)
         flat_g = flat_g.astype(dtype)
@@ -237,7 +249,7 @@ def natural_gradient(
     fisher: FisherFn,
     damping: float | jax.Array = 1e-4,
     *,
-    solver: Literal["cg", "dense"] = "cg",
+    solver: Literal["cg", "dense", "woodbury", "diagonal"] = "cg",
     cg_max_steps: int = 20,
     cg_rtol: float = 1e-6,
     cg_atol: float = 1e-12,
@@ -256,7 +268,7 @@ def natural_gradient(
         learning_rate: step size :math:`\alpha` or an optax schedule.
         fisher: ``fisher(params, **extra_args)`` -> 2-D array or lineax operator.
         damping: Tikhonov damping :math:`\lambda`.
-        solver: ``"cg"`` (default) or ``"dense"``.
+        solver: ``"cg"`` (default), ``"dense"``, ``"woodbury"`` or ``"diagonal"``.
         cg_max_steps: maximum CG iterations per update.
         cg_rtol: CG relative tolerance.
         cg_atol: CG absolute tolerance.
