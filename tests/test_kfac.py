@@ -423,3 +423,51 @@ def test_clear_errors():
         scale_by_kfac(apply, "poisson", example_inputs=x)
     with pytest.raises(ValueError, match="damping"):
         scale_by_kfac(apply, "gaussian", example_inputs=x, damping=0.0)
+
+
+_PARALLEL_SCRIPT = r"""
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from jax.sharding import Mesh, PartitionSpec as P
+from infogeo_jax.optim import scale_by_kfac
+
+k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+params = {"W1": jax.random.normal(k1, (3, 5)), "b1": jnp.zeros(5), "W2": jax.random.normal(k2, (5, 4))}
+apply = lambda p, x: jnp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"]
+x = jax.random.normal(k3, (16, 3))
+grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+kw = dict(estimator="exact", damping=0.1)
+single = scale_by_kfac(apply, "categorical", example_inputs=x, **kw)
+want, _ = jax.jit(single.update)(grads, single.init(params), params, batch=x)
+par = scale_by_kfac(apply, "categorical", example_inputs=x[:4], axis_name="data", **kw)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+state = par.init(params)
+f = jax.shard_map(
+    lambda g, s, p, xb: par.update(g, s, p, batch=xb)[0],
+    mesh=mesh, in_specs=(P(), P(), P(), P("data")), out_specs=P(), check_vma=False,
+)
+got = jax.jit(f)(grads, state, params, x)
+for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+print("OK", len(jax.devices()))
+"""
+
+
+def test_data_parallel_statistics_equal_the_single_device_ones(tmp_path):
+    # Four host devices, each with a quarter of the batch: with axis_name the averaged
+    # statistics, hence the update, equal those of one device on the whole batch.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "kfac_parallel.py"
+    script.write_text(_PARALLEL_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK 4" in proc.stdout

@@ -226,6 +226,7 @@ def scale_by_kfac(
     inputs_of: Callable[[Any], Any] | None = None,
     targets_of: Callable[[Any], Any] | None = None,
     seed: int = 0,
+    axis_name: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Precondition the gradient by the inverse of a Kronecker-factored Fisher (K-FAC).
 
@@ -278,6 +279,10 @@ def scale_by_kfac(
         targets_of: ``targets_of(batch) -> targets`` (``"empirical"`` only); default
             ``batch[1]``.
         seed: seed of the sampled targets.
+        axis_name: data parallelism: inside ``shard_map`` / ``pmap`` over this axis, each
+            device holds a shard of the batch and the factor statistics are averaged over
+            the axis (``jax.lax.pmean``; equal shard sizes), so every device holds the same
+            curvature (the gradients must be averaged by the caller, as usual).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``; ``update(grads, state, params,
@@ -368,6 +373,8 @@ def scale_by_kfac(
             new_a, new_g, new_d = _statistics(
                 plan, params, inputs, targets, sub, output, estimator, noise_variance
             )
+            if axis_name is not None:
+                new_a, new_g, new_d = jax.lax.pmean((new_a, new_g, new_d), axis_name)
             k = state.stats_count.astype(dtype)
             w = jnp.minimum(jnp.asarray(decay, dtype), k / (k + 1.0))
             mix = lambda old, new: w * old + (1.0 - w) * new
@@ -465,6 +472,7 @@ def kfac(
     inputs_of: Callable[[Any], Any] | None = None,
     targets_of: Callable[[Any], Any] | None = None,
     seed: int = 0,
+    axis_name: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC: :math:`\theta \leftarrow \theta - \alpha \hat F^{-1} g`, a Kronecker-factored Fisher.
 
@@ -490,6 +498,7 @@ def kfac(
         inputs_of: inputs from the batch.
         targets_of: targets from the batch (empirical Fisher).
         seed: seed of the sampled targets.
+        axis_name: average the statistics over this device axis (data parallelism).
 
     Returns:
         An ``optax.GradientTransformationExtraArgs``.
@@ -532,6 +541,7 @@ def kfac(
             inputs_of=inputs_of,
             targets_of=targets_of,
             seed=seed,
+            axis_name=axis_name,
         ),
         optax.scale_by_learning_rate(learning_rate),
     )

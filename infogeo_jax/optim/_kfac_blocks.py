@@ -587,7 +587,9 @@ def kfac_blocks(
     other inexact leaf gets a diagonal block.
 
     Args:
-        apply: ``apply(params, inputs) -> outputs`` with batch-leading outputs.
+        apply: the model, in any form :func:`predictive_fisher` takes (a function
+            ``apply(params, inputs)`` with batch-leading outputs, an equinox module, a flax
+            nnx or linen module, a haiku transform).
         params: the parameter pytree.
         inputs: a batch of inputs (or ``jax.ShapeDtypeStruct`` s of one); only shapes matter.
 
@@ -609,5 +611,7 @@ def kfac_blocks(
         curvature*, ICML 2015, Sec. 3; Grosse & Martens, *A Kronecker-factored approximate
         Fisher matrix for convolution layers*, ICML 2016, Sec. 3.
     """
-    plan = build_plan(apply, params, inputs)
+    from ._apply import as_apply
+
+    plan = build_plan(as_apply(apply), params, inputs)
     return plan.info(jax.tree.leaves(params))
