@@ -271,7 +271,7 @@ def test_matvec_is_the_dense_kronecker_product_and_update_the_damped_solve():
     apply3 = lambda p, x: p["s"] * apply2(p, x)
     for split in ("exact", "pi"):
         opt = scale_by_kfac(
-            apply3, "categorical", example_inputs=x, damping=0.3, damping_split=split
+            apply3, "categorical", example_inputs=x, damping=0.3, damping_split=split, max_kl=None
         )
         state = opt.init(params)
         grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
@@ -399,6 +399,7 @@ def test_damping_injectable_without_recompiling():
         output="gaussian",
         example_inputs=jax.ShapeDtypeStruct(x.shape, x.dtype),
         damping=1.0,
+        max_kl=None,
     )
     state = opt.init(params)
     update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
@@ -434,7 +435,8 @@ from jax.sharding import Mesh, PartitionSpec as P
 from infogeo_jax.optim import scale_by_kfac
 
 k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-params = {"W1": jax.random.normal(k1, (3, 5)), "b1": jnp.zeros(5), "W2": jax.random.normal(k2, (5, 4))}
+params = {"W1": jax.random.normal(k1, (3, 5)), "b1": jnp.zeros(5)}
+params["W2"] = jax.random.normal(k2, (5, 4))
 apply = lambda p, x: jnp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"]
 x = jax.random.normal(k3, (16, 3))
 grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
@@ -455,6 +457,7 @@ print("OK", len(jax.devices()))
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_statistics_equal_the_single_device_ones(tmp_path):
     # Four host devices, each with a quarter of the batch: with axis_name the averaged
     # statistics, hence the update, equal those of one device on the whole batch.

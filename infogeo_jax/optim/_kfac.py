@@ -214,13 +214,13 @@ def scale_by_kfac(
     output: Literal["categorical", "gaussian"],
     *,
     example_inputs: Any = None,
-    damping: float | jax.Array = 1e-3,
-    decay: float | jax.Array = 0.95,
+    damping: float | jax.Array = 1e-2,
+    decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
     inverse_every: int = 5,
     estimator: Estimator = "sampled",
     damping_split: Literal["pi", "exact"] = "pi",
-    max_kl: float | jax.Array | None = None,
+    max_kl: float | jax.Array | None = 1e-2,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
@@ -250,9 +250,10 @@ def scale_by_kfac(
     ``damping`` acts exactly at every step (and may change, e.g. by
     ``optax.inject_hyperparams``, without recompiling).
 
-    With ``max_kl`` the step is shrunk (never grown) so that its second-order KL divergence
-    under the damped approximation, :math:`\tfrac12 d^\top \nabla`, is at most ``max_kl`` at
-    learning rate 1 (KL clipping).
+    With ``max_kl`` (on by default) the step is shrunk, never grown, so that its second-order
+    KL divergence under the damped approximation, :math:`\tfrac12 d^\top \nabla`, is at most
+    ``max_kl`` at learning rate 1 (KL clipping): this keeps the early steps, taken while the
+    curvature estimate is still poor, from overshooting. ``max_kl=None`` turns it off.
 
     Args:
         apply: the model, in any form :func:`predictive_fisher` takes (a function
@@ -271,7 +272,7 @@ def scale_by_kfac(
             or ``"empirical"`` (the observed targets).
         damping_split: ``"pi"`` (factored Tikhonov, Martens & Grosse 2015, Sec. 6.3) or
             ``"exact"`` (:math:`(A \otimes G + \lambda I)^{-1}` through the eigenbases).
-        max_kl: optional bound on the step's KL divergence (at learning rate 1).
+        max_kl: bound on the step's KL divergence (at learning rate 1), or ``None``.
         noise_variance: :math:`\sigma^2` of the Gaussian output.
         batch_arg: name of the extra argument of ``update`` carrying the batch.
         inputs_of: ``inputs_of(batch) -> inputs``; default ``batch[0]`` for a tuple batch,
@@ -300,7 +301,8 @@ def scale_by_kfac(
         >>> x = jax.random.normal(jax.random.PRNGKey(0), (32, 3)); y = x @ jnp.ones((3, 2))
         >>> params = {"W": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
         >>> opt = optax.chain(scale_by_kfac(apply, "gaussian", example_inputs=x, damping=1e-9,
-        ...                                 estimator="exact", damping_split="exact"),
+        ...                                 estimator="exact", damping_split="exact",
+        ...                                 max_kl=None),
         ...                   optax.scale(-1.0))
         >>> state = opt.init(params)
         >>> loss = lambda p: 0.5 * jnp.mean(jnp.sum((apply(p, x) - y) ** 2, axis=-1))
@@ -460,13 +462,13 @@ def kfac(
     output: Literal["categorical", "gaussian"],
     *,
     example_inputs: Any = None,
-    damping: float | jax.Array = 1e-3,
-    decay: float | jax.Array = 0.95,
+    damping: float | jax.Array = 1e-2,
+    decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
     inverse_every: int = 5,
     estimator: Estimator = "sampled",
     damping_split: Literal["pi", "exact"] = "pi",
-    max_kl: float | jax.Array | None = None,
+    max_kl: float | jax.Array | None = 1e-2,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
@@ -512,11 +514,14 @@ def kfac(
         >>> params = {"W1": 0.5 * jax.random.normal(jax.random.PRNGKey(1), (4, 8)),
         ...           "W2": jnp.zeros((8, 2))}
         >>> loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
-        >>> opt = kfac(0.5, apply, "categorical", example_inputs=x, damping=1e-2)
-        >>> state = opt.init(params); start = loss(params)
-        >>> for _ in range(20):
+        >>> opt = kfac(1.0, apply, "categorical", example_inputs=x)
+        >>> @jax.jit
+        ... def step(params, state):
         ...     updates, state = opt.update(jax.grad(loss)(params), state, params, batch=(x, y))
-        ...     params = optax.apply_updates(params, updates)
+        ...     return optax.apply_updates(params, updates), state
+        >>> state = opt.init(params); start = loss(params)
+        >>> for _ in range(10):
+        ...     params, state = step(params, state)
         >>> bool(loss(params) < 0.5 * start)
         True
 
