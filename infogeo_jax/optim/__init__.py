@@ -23,6 +23,12 @@ from ._fisher import (
     manifold_fisher as manifold_fisher,
     predictive_fisher as predictive_fisher,
 )
+from ._kfac import (
+    ScaleByKFACState as ScaleByKFACState,
+    kfac as kfac,
+    scale_by_kfac as scale_by_kfac,
+)
+from ._kfac_blocks import KFACBlockInfo as KFACBlockInfo, kfac_blocks as kfac_blocks
 from ._mirror_descent import (
     ScaleByExponentiatedGradientState as ScaleByExponentiatedGradientState,
     ScaleByMirrorDescentState as ScaleByMirrorDescentState,

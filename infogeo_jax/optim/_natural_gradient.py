@@ -25,6 +25,7 @@ from ._common import (
     tree_vdot,
     working_dtype,
 )
+from ._woodbury import subsampled_solve
 
 FisherFn = Callable[..., Any]
 """``fisher(params, **extra_args)`` returning a 2-D array over the order of
@@ -81,7 +82,7 @@ def scale_by_natural_gradient(
     fisher: FisherFn,
     damping: float | jax.Array = 1e-4,
     *,
-    solver: Literal["cg", "dense"] = "cg",
+    solver: Literal["cg", "dense", "woodbury", "diagonal"] = "cg",
     cg_max_steps: int = 20,
     cg_rtol: float = 1e-6,
     cg_atol: float = 1e-12,
@@ -156,7 +157,11 @@ def scale_by_natural_gradient(
             :func:`predictive_fisher`). Only the extra arguments that ``fisher`` names (or all of
             them when it takes ``**kwargs``) are passed on; the others are ignored.
         damping: Tikhonov term :math:`\lambda \ge 0` added to the Fisher.
-        solver: ``"cg"`` (matrix-free conjugate gradient, default) or ``"dense"`` (Cholesky).
+        solver: ``"cg"`` (matrix-free conjugate gradient, default), ``"dense"`` (Cholesky),
+            ``"woodbury"`` (exact, through the ``n c x n c`` Gram matrix of the batch's
+            per-example rows, Ren & Goldfarb 2019: for a Fisher from
+            :func:`predictive_fisher` or :func:`empirical_fisher`, its model applied to one
+            example at a time) or ``"diagonal"`` (the diagonal of that Fisher).
         cg_max_steps: maximum number of CG iterations per update.
         cg_rtol: CG stops when the residual 2-norm is at most
             ``cg_atol + cg_rtol * |g|`` (or after ``cg_max_steps`` iterations).
@@ -199,8 +204,11 @@ def scale_by_natural_gradient(
         Eq. (3.2); Martens, *Deep learning via Hessian-free optimization*, ICML 2010, Sec. 4;
         Schulman et al., *Trust Region Policy Optimization*, ICML 2015, Appendix C.
     """
-    if solver not in ("cg", "dense"):
-        raise ValueError(f"`solver` must be 'cg' or 'dense', got {solver!r}.")
+    if solver not in ("cg", "dense", "woodbury", "diagonal"):
+        raise ValueError(
+            f"`solver` must be 'cg' or 'dense' (or 'woodbury' / 'diagonal' for a Fisher from "
+            f"predictive_fisher or empirical_fisher), got {solver!r}."
+        )
     check_not_schedule_value(fisher, "fisher", "natural_gradient")
     check_static_hyperparameter("damping", damping, allow_zero=True)
     if max_kl is not None:
@@ -220,6 +228,45 @@ def scale_by_natural_gradient(
         dtype = working_dtype(tree_dtype(updates))
         damp = jnp.asarray(damping, dtype)
         bad_damp = jnp.logical_not(damp >= 0)  # negative or NaN
+        kl = None if max_kl is None else jnp.asarray(max_kl, dtype)
+        bad_kl = jnp.zeros((), bool) if kl is None else jnp.logical_not(kl > 0)
+
+        def guard(x, grad_bad, failed):
+            # One cause per failure, in the order a user should fix them.
+            failed = failed & jnp.logical_not(grad_bad | bad_damp)
+            if not throw:
+                bad = grad_bad | bad_damp | bad_kl | failed
+                return jax.tree.map(lambda leaf: jnp.where(bad, jnp.nan, leaf), x)
+            x = eqx.error_if(
+                x,
+                grad_bad,
+                f"{name}: the gradient contains NaN or inf (a diverged loss or a bad batch); "
+                "the natural gradient is not defined. To skip such steps, build the optimizer "
+                "with `throw=False` and wrap it in `optax.apply_if_finite`.",
+            )
+            x = eqx.error_if(x, bad_damp, f"{name}: `damping` must be >= 0 (and not NaN).")
+            x = eqx.error_if(x, bad_kl, f"{name}: `max_kl` must be > 0.")
+            return eqx.error_if(
+                x,
+                failed,
+                f"{name}: the damped Fisher F + damping * I is singular, indefinite or not "
+                "finite along the gradient, so (F + damping * I) x = g has no solution; "
+                "increase `damping`."
+                + {
+                    "dense": " (solver='dense' factorizes by Cholesky and needs "
+                    "F + damping * I positive definite.)",
+                    "cg": " (conjugate gradient broke down.)",
+                }.get(solver, "")
+                + _precision_note(params),
+            )
+
+        if solver in ("woodbury", "diagonal"):  # the Fisher's per-example Gram factor
+            x, step = subsampled_solve(fisher, params, updates, damp, solver, max_kl, **extra_args)
+            grad_bad = jnp.logical_not(jnp.all(jnp.isfinite(ravel_pytree(updates)[0])))
+            failed = jnp.logical_not(jnp.all(jnp.isfinite(ravel_pytree(x)[0])))
+            step = guard(step, grad_bad, failed)
+            solution = ScaleByNaturalGradientState(solution=cast_like(x, state.solution))
+            return cast_like(step, updates), solution
         fisher_out = call_with_supported(fisher, params, **extra_args)
         flat_g, unravel = ravel_pytree(updates)
         flat_g = flat_g.astype(dtype)
@@ -287,37 +334,7 @@ def scale_by_natural_gradient(
             )
             quad = None if max_kl is None else 0.5 * tree_vdot(x, damped_tree_mv(x))
 
-        kl = None if max_kl is None else jnp.asarray(max_kl, dtype)
-        bad_kl = jnp.zeros((), bool) if kl is None else jnp.logical_not(kl > 0)
-        # One cause per failure, in the order a user should fix them.
-        failed = failed & jnp.logical_not(grad_bad | bad_damp)
-        if throw:
-            x = eqx.error_if(
-                x,
-                grad_bad,
-                f"{name}: the gradient contains NaN or inf (a diverged loss or a bad batch); "
-                "the natural gradient is not defined. To skip such steps, build the optimizer "
-                "with `throw=False` and wrap it in `optax.apply_if_finite`.",
-            )
-            x = eqx.error_if(x, bad_damp, f"{name}: `damping` must be >= 0 (and not NaN).")
-            x = eqx.error_if(x, bad_kl, f"{name}: `max_kl` must be > 0.")
-            x = eqx.error_if(
-                x,
-                failed,
-                f"{name}: the damped Fisher F + damping * I is singular, indefinite or not "
-                "finite along the gradient, so (F + damping * I) x = g has no solution; "
-                "increase `damping`."
-                + (
-                    " (solver='dense' factorizes by Cholesky and needs F + damping * I "
-                    "positive definite.)"
-                    if solver == "dense"
-                    else " (conjugate gradient broke down.)"
-                )
-                + _precision_note(params),
-            )
-        else:
-            bad = grad_bad | bad_damp | bad_kl | failed
-            x = jax.tree.map(lambda leaf: jnp.where(bad, jnp.nan, leaf), x)
+        x = guard(x, grad_bad, failed)
 
         new_state = ScaleByNaturalGradientState(solution=cast_like(x, state.solution))
         if quad is not None:
@@ -334,7 +351,7 @@ def natural_gradient(
     fisher: FisherFn,
     damping: float | jax.Array = 1e-4,
     *,
-    solver: Literal["cg", "dense"] = "cg",
+    solver: Literal["cg", "dense", "woodbury", "diagonal"] = "cg",
     cg_max_steps: int = 20,
     cg_rtol: float = 1e-6,
     cg_atol: float = 1e-12,
@@ -357,7 +374,7 @@ def natural_gradient(
         learning_rate: step size :math:`\alpha` or an optax schedule.
         fisher: ``fisher(params, **extra_args)`` -> 2-D array or lineax operator.
         damping: Tikhonov damping :math:`\lambda`.
-        solver: ``"cg"`` (default) or ``"dense"``.
+        solver: ``"cg"`` (default), ``"dense"``, ``"woodbury"`` or ``"diagonal"``.
         cg_max_steps: maximum CG iterations per update.
         cg_rtol: CG relative tolerance.
         cg_atol: CG absolute tolerance.

@@ -1,0 +1,588 @@
+"""Neural-network training: K-FAC and the subsampled natural gradient against Adam and kfac-jax.
+
+Correctness first: on every network the K-FAC blocks found by tracing are checked (kinds and
+shapes), and one K-FAC Fisher-vector product of each block against the dense Kronecker product;
+the Woodbury solve against the dense damped solve on a subsample (float64). Then, for each
+problem, steps and wall time to a target training loss (the loss on the whole training set,
+checked every ``CHUNK`` steps), median over seeds (initialization and minibatch order), each
+peer's hyperparameter tuned on a small grid on the first seed; compile time apart (the first
+call minus a second, timed call of the same jitted ``lax.scan``):
+
+(a) equinox MLP 64-32-10 (tanh) on digits, full batch, cross-entropy;
+(b) deep autoencoder 64-256-128-32-128-256-64 (tanh) on digits, minibatches of 256, squared
+    error (Martens & Grosse 2015, Sec. 13);
+(c) flax nnx CNN on digits as 8x8 images (two 3x3 convolutions, 16 channels, the second with
+    stride 2, and a dense layer), minibatches of 128, cross-entropy;
+(d) time per step against parameter count (teacher-student MLP, batch 256).
+
+Peers: optax Adam (learning rate tuned), kfac-jax 0.0.8 (through the compatibility shim of
+``bench_optim``; its standard adaptive learning rate, momentum and damping), natural gradient
+with the predictive Fisher and CG(10), our K-FAC, and our exact Woodbury solve on a curvature
+subsample. The CPU is shared: compare ratios within one run, not absolute times across runs.
+
+Run: ``python -m benchmarks.bench_nn`` (``--quick``: fewer seeds and grid points).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+from benchmarks._common import print_tables  # noqa: E402
+from benchmarks.bench_optim import _kfac_jax_with_shim, load_digits  # noqa: E402
+from infogeo_jax.optim import (  # noqa: E402
+    kfac,
+    kfac_blocks,
+    natural_gradient,
+    predictive_fisher,
+)
+
+CHUNK = 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems
+
+
+class Problem(eqx.Module):
+    """A training problem: model per seed, its params and apply, data, target loss."""
+
+    name: str = eqx.field(static=True)
+    model_of: Callable[[int], Any] = eqx.field(static=True)  # seed -> model (eqx or nnx)
+    params_of: Callable[[Any], Any] = eqx.field(static=True)
+    apply_of: Callable[[Any], Callable] = eqx.field(static=True)  # model -> apply(params, x)
+    output: str = eqx.field(static=True)
+    data: tuple[jax.Array, jax.Array]
+    batch_size: int | None = eqx.field(static=True)
+    target: float = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+
+    def loss(self, apply, params, batch):
+        x, y = batch
+        out = apply(params, x)
+        if self.output == "categorical":
+            return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+        return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
+
+
+def _eqx_parts(model):
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    return params, (lambda p, x: jax.vmap(eqx.combine(p, static))(x))
+
+
+def digits_mlp() -> Problem:
+    x, y = load_digits()
+    make = lambda seed: eqx.nn.MLP(64, 10, 32, 1, activation=jnp.tanh, key=jax.random.PRNGKey(seed))
+    return Problem(
+        "(a) MLP 64-32-10, full batch",
+        make,
+        lambda m: _eqx_parts(m)[0],
+        lambda m: _eqx_parts(m)[1],
+        "categorical",
+        (x, y),
+        None,
+        0.05,
+        600,
+    )
+
+
+class Autoencoder(eqx.Module):
+    """64-256-128-32-128-256-64, tanh, linear code and output layers."""
+
+    layers: tuple[eqx.nn.Linear, ...]
+
+    def __init__(self, key):
+        sizes = [64, 256, 128, 32, 128, 256, 64]
+        keys = jax.random.split(key, len(sizes) - 1)
+        self.layers = tuple(
+            eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)
+        )
+
+    def __call__(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1 and i != 2:  # linear code layer
+                x = jnp.tanh(x)
+        return x
+
+
+def digits_autoencoder() -> Problem:
+    x, _ = load_digits()
+    return Problem(
+        "(b) autoencoder 64-256-128-32-128-256-64, batch 256",
+        lambda seed: Autoencoder(jax.random.PRNGKey(seed)),
+        lambda m: _eqx_parts(m)[0],
+        lambda m: _eqx_parts(m)[1],
+        "gaussian",
+        (x, x),
+        256,
+        1.5,
+        1500,
+    )
+
+
+def _nnx_cnn(seed: int):
+    from flax import nnx
+
+    class CNN(nnx.Module):
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(1, 16, (3, 3), rngs=rngs, param_dtype=jnp.float64)
+            self.conv2 = nnx.Conv(
+                16, 16, (3, 3), strides=(2, 2), rngs=rngs, param_dtype=jnp.float64
+            )
+            self.head = nnx.Linear(16 * 16, 10, rngs=rngs, param_dtype=jnp.float64)
+
+        def __call__(self, x):
+            h = nnx.relu(self.conv1(x))
+            h = nnx.relu(self.conv2(h))
+            return self.head(h.reshape(h.shape[0], -1))
+
+    return CNN(nnx.Rngs(seed))
+
+
+def _nnx_params(model):
+    from flax import nnx
+
+    return nnx.state(model, nnx.Param)
+
+
+def _nnx_apply(model):
+    from flax import nnx
+
+    graphdef, _ = nnx.split(model, nnx.Param)
+    return lambda p, x: nnx.merge(graphdef, p)(x)
+
+
+def digits_cnn() -> Problem:
+    x, y = load_digits()
+    return Problem(
+        "(c) flax nnx CNN conv3x3(16)-conv3x3/2(16)-dense, batch 128",
+        _nnx_cnn,
+        _nnx_params,
+        _nnx_apply,
+        "categorical",
+        (x.reshape(-1, 8, 8, 1), y),
+        128,
+        0.05,
+        600,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Running an optimizer: one jitted lax.scan of steps, minibatches by a fixed permutation.
+
+
+def _minibatch(prob: Problem, perm: jax.Array, i: jax.Array):
+    if prob.batch_size is None:
+        return prob.data
+    n = prob.data[0].shape[0]
+    num = n // prob.batch_size
+    idx = jax.lax.dynamic_slice(perm, ((i % num) * prob.batch_size,), (prob.batch_size,))
+    return jax.tree.map(lambda a: a[idx], prob.data)
+
+
+def _make_step(prob, apply, opt, perm, curvature):
+    def step(carry, i):
+        params, state = carry
+        batch = _minibatch(prob, perm, i)
+        grads = jax.grad(lambda p: prob.loss(apply, p, batch))(params)
+        cbatch = batch if curvature is None else curvature(batch)
+        updates, state = opt.update(grads, state, params, batch=cbatch)
+        return (optax.apply_updates(params, updates), state), None
+
+    return step
+
+
+def run_to_target(prob, seed, make_opt, curvature) -> tuple[int | None, float, float, float]:
+    """(steps to target or None, wall s of that many steps, compile s, final loss)."""
+    model = prob.model_of(seed)
+    params0, apply = prob.params_of(model), prob.apply_of(model)
+    opt = optax.with_extra_args_support(make_opt(prob, model, apply))
+    perm = jax.random.permutation(jax.random.PRNGKey(100 + seed), prob.data[0].shape[0])
+    step = _make_step(prob, apply, opt, perm, curvature)
+    full_loss = jax.jit(lambda p: prob.loss(apply, p, prob.data))
+
+    @jax.jit
+    def chunk(carry, start):
+        carry, _ = jax.lax.scan(step, carry, start + jnp.arange(CHUNK))
+        return carry
+
+    carry, done, k = (params0, opt.init(params0)), 0, None
+    start = time.perf_counter()
+    carry = jax.block_until_ready(chunk(carry, 0))
+    first = time.perf_counter() - start
+    done = CHUNK
+    while True:
+        value = float(full_loss(carry[0]))
+        if not np.isfinite(value):
+            break
+        if value <= prob.target:
+            k = done
+            break
+        if done >= prob.max_steps:
+            break
+        carry = chunk(carry, done)
+        done += CHUNK
+    if k is None:
+        return None, float("nan"), float("nan"), float("nan")
+    # Timed: the same k steps from a fresh state, by the compiled chunk (no loss evaluations).
+    carry = (params0, opt.init(params0))
+    jax.block_until_ready(carry)
+    start = time.perf_counter()
+    for i in range(k // CHUNK):
+        carry = chunk(carry, i * CHUNK)
+    final = jax.block_until_ready(carry)[0]
+    wall = time.perf_counter() - start
+    return k, wall, max(first - wall * CHUNK / k, 0.0), float(full_loss(final))
+
+
+def kfac_jax_to_target(prob, seed) -> tuple[int | None, float, float, float, str]:
+    """kfac-jax 0.0.8 (adaptive lr/momentum/damping) to the target, or why it failed."""
+    try:
+        kfac_jax = _kfac_jax_with_shim()
+        model = prob.model_of(seed)
+        params0, apply = prob.params_of(model), prob.apply_of(model)
+
+        def loss(params, batch):
+            x, y = batch
+            out = apply(params, x)
+            if prob.output == "categorical":
+                kfac_jax.register_softmax_cross_entropy_loss(out, y)
+                return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+            kfac_jax.register_squared_error_loss(out, y)
+            return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
+
+        opt = kfac_jax.Optimizer(
+            value_and_grad_func=jax.value_and_grad(loss),
+            l2_reg=0.0,
+            use_adaptive_learning_rate=True,
+            use_adaptive_momentum=True,
+            use_adaptive_damping=True,
+            initial_damping=1.0,
+            multi_device=False,
+        )
+        perm = jax.random.permutation(jax.random.PRNGKey(100 + seed), prob.data[0].shape[0])
+        batches = jax.jit(lambda i: _minibatch(prob, perm, i))
+        full_loss = jax.jit(lambda p: prob.loss(apply, p, prob.data))
+        key = jax.random.PRNGKey(seed)
+
+        def run(num_steps):
+            params = jax.tree.map(jnp.copy, params0)
+            state = opt.init(jax.tree.map(jnp.copy, params0), key, batches(0))
+            k = 0
+            while k < (num_steps or prob.max_steps):
+                params, state, _ = opt.step(
+                    params, state, key, batch=batches(k), global_step_int=k + 1
+                )
+                k += 1
+                if num_steps is None and k % CHUNK == 0:
+                    value = float(full_loss(params))
+                    if value <= prob.target or not np.isfinite(value):
+                        break
+            return jax.block_until_ready(params), k
+
+        start = time.perf_counter()
+        params, k = run(None)
+        first = time.perf_counter() - start
+        final = float(full_loss(params))
+        if not final <= prob.target:
+            return None, float("nan"), float("nan"), final, "target not reached"
+        start = time.perf_counter()
+        run(k)
+        wall = time.perf_counter() - start
+        return k, wall, max(first - wall, 0.0), final, "shim; Python loop of its jitted step"
+    except Exception as error:  # record why it does not run
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return (
+            None,
+            float("nan"),
+            float("nan"),
+            float("nan"),
+            (f"failed: {type(error).__name__}: {message}"[:120]),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers
+
+
+def _adam(lr):
+    return lambda prob, model, apply: optax.adam(lr)
+
+
+def _kfac(lr, damping, decay, inverse_every=5):
+    def make(prob, model, apply):
+        example = jax.tree.map(lambda a: a[: prob.batch_size or a.shape[0]], prob.data[0])
+        return kfac(
+            lr,
+            apply,
+            prob.output,
+            example_inputs=example,
+            damping=damping,
+            decay=decay,
+            inverse_every=inverse_every,
+        )
+
+    return make
+
+
+def _cg(damping):
+    def make(prob, model, apply):
+        return natural_gradient(
+            1.0, predictive_fisher(apply, prob.output), damping, cg_max_steps=10
+        )
+
+    return make
+
+
+def _woodbury(lr, damping):
+    def make(prob, model, apply):
+        return natural_gradient(
+            lr, predictive_fisher(apply, prob.output), damping, solver="woodbury"
+        )
+
+    return make
+
+
+def _subsample(m):
+    return lambda batch: jax.tree.map(lambda a: a[:m], batch)
+
+
+def peers(prob: Problem, quick: bool) -> list[tuple[str, str, Callable, Any]]:
+    adam_lrs = [3e-3, 1e-2, 3e-2] if quick else [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    out = [("adam (tuned lr)", f"lr={lr}", _adam(lr), None) for lr in adam_lrs]
+    kfac_grid = [(1.0, 1e-2, 0.9), (0.5, 1e-2, 0.8)]  # KL clipping max_kl=1e-2 (default)
+    if not quick:
+        kfac_grid += [(1.0, 1e-3, 0.9), (1.0, 1e-1, 0.9)]
+    out += [
+        (
+            "kfac (ours, tuned)",
+            f"lr={lr}, damping={d}, decay={decay}, inverse_every=5",
+            _kfac(lr, d, decay),
+            None,
+        )
+        for lr, d, decay in kfac_grid
+    ]
+    out += [("natural_gradient CG(10)", "lr=1, damping=1e-2", _cg(1e-2), None)]
+    m = 32 if prob.output == "categorical" else 8
+    wood = [(1.0, 1e-1)] if quick else [(0.3, 1e-1), (1.0, 1e-1), (1.0, 1.0)]
+    out += [
+        (
+            f"natural_gradient woodbury (curvature on {m})",
+            f"lr={lr}, damping={d}",
+            _woodbury(lr, d),
+            _subsample(m),
+        )
+        for lr, d in wood
+    ]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Correctness checks
+
+
+def check_correctness(prob: Problem) -> str:
+    """Blocks found (kinds), one Kronecker product per block against the dense one."""
+    from infogeo_jax.optim._kfac import kfac_matvec
+    from infogeo_jax.optim._kfac_blocks import block_matrix, build_plan
+
+    model = prob.model_of(0)
+    params, apply = prob.params_of(model), prob.apply_of(model)
+    x = jax.tree.map(lambda a: a[:64], prob.data[0])
+    blocks = kfac_blocks(apply, params, x)
+    kinds = [b.kind for b in blocks]
+    if "diagonal" in kinds:
+        raise AssertionError(f"{prob.name}: unexpected diagonal blocks: {blocks}")
+    opt = kfac(1.0, apply, prob.output, example_inputs=x)
+    state = opt.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    _, state = jax.jit(opt.update)(grads, state, params, batch=(x, None))
+    inner = state[0]
+    plan = build_plan(apply, params, x)
+    v = jax.tree.map(lambda t: jnp.sin(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    fv = jax.tree.leaves(kfac_matvec(plan, inner, v))
+    for b, block in enumerate(plan.blocks):
+        a, g = inner.factors_a[b], inner.factors_g[b]
+        vm = block_matrix(block, jax.tree.leaves(v))
+        np.testing.assert_allclose(block_matrix(block, fv), a @ vm @ g, rtol=1e-9, atol=1e-12)
+    return f"{len(blocks)} blocks: " + ", ".join(
+        f"{b.kind} {b.factor_shapes[0][0]}x{b.factor_shapes[1][0]}" for b in blocks
+    )
+
+
+def check_woodbury() -> None:
+    prob = digits_mlp()
+    model = prob.model_of(0)
+    params, apply = prob.params_of(model), prob.apply_of(model)
+    batch = jax.tree.map(lambda a: a[:16], prob.data)
+    fisher = predictive_fisher(apply, "categorical")
+    grads = jax.grad(lambda p: prob.loss(apply, p, batch))(params)
+    flat_g, _ = ravel_pytree(grads)
+    f = jax.jit(lambda p: fisher(p, batch=batch).as_matrix())(params)
+    want = np.linalg.solve(np.asarray(f) + 1e-2 * np.eye(f.shape[0]), np.asarray(flat_g))
+    opt = natural_gradient(1.0, fisher, 1e-2, solver="woodbury")
+    updates, _ = jax.jit(opt.update)(grads, opt.init(params), params, batch=batch)
+    np.testing.assert_allclose(-ravel_pytree(updates)[0], want, rtol=1e-8, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_problem(prob: Problem, quick: bool) -> list[dict[str, Any]]:
+    seeds = [0, 1, 2]
+    note = check_correctness(prob)
+    print(f"{prob.name}: {note}", file=sys.stderr)
+    rows = []
+    candidates = peers(prob, quick)
+    best: dict[str, tuple[int, str, Callable, Any, Any]] = {}
+    for group, setting, make, curvature in candidates:
+        result = run_to_target(prob, seeds[0], make, curvature)
+        k = result[0]
+        print(prob.name, group, setting, result[:2], file=sys.stderr, flush=True)
+        if k is not None and (group not in best or k < best[group][0]):
+            best[group] = (k, setting, make, curvature, result)
+    for group in dict.fromkeys(c[0] for c in candidates):
+        if group not in best:
+            rows.append(
+                dict(
+                    table=prob.name,
+                    optimizer=group,
+                    setting="grid",
+                    steps=None,
+                    wall_s=None,
+                    compile_s=None,
+                    time_vs_adam=None,
+                    note=f"target {prob.target} not reached in {prob.max_steps} steps",
+                )
+            )
+            continue
+        _, setting, make, curvature, first = best[group]
+        results = [first] + [run_to_target(prob, s, make, curvature) for s in seeds[1:]]
+        print(prob.name, group, setting, [r[:2] for r in results], file=sys.stderr, flush=True)
+        ok = [r for r in results if r[0] is not None]
+        rows.append(
+            dict(
+                table=prob.name,
+                optimizer=group,
+                setting=setting,
+                steps=statistics.median(r[0] for r in ok) if ok else None,
+                wall_s=statistics.median(r[1] for r in ok) if ok else None,
+                compile_s=statistics.median(r[2] for r in ok) if ok else None,
+                time_vs_adam=None,
+                note=f"{len(ok)}/{len(seeds)} seeds reached {prob.target}",
+            )
+        )
+    kj = [kfac_jax_to_target(prob, s) for s in (seeds[:1] if quick else seeds)]
+    ok = [r for r in kj if r[0] is not None]
+    rows.append(
+        dict(
+            table=prob.name,
+            optimizer="kfac-jax 0.0.8 (adaptive)",
+            setting="defaults",
+            steps=statistics.median(r[0] for r in ok) if ok else None,
+            wall_s=statistics.median(r[1] for r in ok) if ok else None,
+            compile_s=statistics.median(r[2] for r in ok) if ok else None,
+            time_vs_adam=None,
+            note=kj[0][4] + (f"; {len(ok)}/{len(kj)} seeds" if ok else ""),
+        )
+    )
+    adam = next((r["wall_s"] for r in rows if r["optimizer"].startswith("adam")), None)
+    for r in rows:
+        if adam and r["wall_s"] is not None:
+            r["time_vs_adam"] = r["wall_s"] / adam
+    return rows
+
+
+def scaling(quick: bool) -> list[dict[str, Any]]:
+    """Seconds per step against parameter count, teacher-student MLP 64-h-h-10, batch 256."""
+    widths = [64, 256, 960] if quick else [64, 256, 512, 960, 1380]
+    rows = []
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (256, 64))
+    for h in widths:
+        model = eqx.nn.MLP(64, 10, h, 2, activation=jnp.tanh, key=jax.random.PRNGKey(1))
+        teacher = eqx.nn.MLP(64, 10, 32, 1, activation=jnp.tanh, key=jax.random.PRNGKey(2))
+        y = jax.vmap(teacher)(x)
+        params, apply = _eqx_parts(model)
+        num = ravel_pytree(params)[0].size
+        loss = lambda p: 0.5 * jnp.mean(jnp.sum((apply(p, x) - y) ** 2, axis=-1))
+        batch = (x, y)
+        configs = [
+            ("adam", optax.adam(1e-3), None),
+            (
+                "kfac amortized (inverse_every=10)",
+                kfac(0.1, apply, "gaussian", example_inputs=x, inverse_every=10),
+                None,
+            ),
+            (
+                "natural_gradient CG(10)",
+                natural_gradient(1.0, predictive_fisher(apply, "gaussian"), 1e-2, cg_max_steps=10),
+                None,
+            ),
+        ]
+        if num <= 1_200_000:
+            configs.append(
+                (
+                    "natural_gradient woodbury (curvature on 4)",
+                    natural_gradient(
+                        1.0, predictive_fisher(apply, "gaussian"), 1e-1, solver="woodbury"
+                    ),
+                    _subsample(4),
+                )
+            )
+        row: dict[str, Any] = dict(table="(d) seconds per step vs parameter count", params=num)
+        steps = 20
+        for name, opt, curvature in configs:
+            opt = optax.with_extra_args_support(opt)
+
+            def step(carry, _, opt=opt, curvature=curvature):
+                p, s = carry
+                g = jax.grad(loss)(p)
+                cb = batch if curvature is None else curvature(batch)
+                u, s = opt.update(g, s, p, batch=cb)
+                return (optax.apply_updates(p, u), s), None
+
+            run = jax.jit(
+                lambda p, opt=opt, step=step: jax.lax.scan(
+                    step, (p, opt.init(p)), None, length=steps
+                )[0][0]
+            )
+            jax.block_until_ready(run(params))
+            start = time.perf_counter()
+            jax.block_until_ready(run(params))
+            row[name] = (time.perf_counter() - start) / steps
+        adam = row["adam"]
+        for name, *_ in configs[1:]:
+            row[f"{name} / adam"] = row[name] / adam
+        rows.append(row)
+    # Every row with the same keys (the largest sizes have no Woodbury column).
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in keys} for r in rows]
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """All four benchmarks; rows are dicts (float64 on the CPU, wall times in seconds)."""
+    check_woodbury()
+    rows = []
+    for make in (digits_mlp, digits_autoencoder, digits_cnn):
+        rows += bench_problem(make(), quick)
+    return rows + scaling(quick)
+
+
+if __name__ == "__main__":
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, float64 throughout")
+    print_tables(run(quick="--quick" in sys.argv))

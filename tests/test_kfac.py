@@ -1,0 +1,476 @@
+"""K-FAC: blocks found by tracing, exactness where K-FAC is exact, the optax contract."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from infogeo_jax.optim import kfac, kfac_blocks, predictive_fisher, scale_by_kfac
+from infogeo_jax.optim._kfac import _statistics, kfac_matvec
+from infogeo_jax.optim._kfac_blocks import (
+    block_matrix,
+    build_plan,
+    input_rows,
+    output_rows,
+    perturbed_apply,
+    zero_perturbations,
+)
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _summary(blocks):
+    return [(b.path, b.kind, b.bias_path, b.factor_shapes, b.uses) for b in blocks]
+
+
+def _eqx_apply(model):
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    return params, lambda p, x: jax.vmap(eqx.combine(p, static))(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Block detection: exactly the expected blocks.
+
+
+def test_blocks_equinox_mlp():
+    model = eqx.nn.MLP(4, 3, 5, 2, activation=jnp.tanh, key=KEY)
+    params, apply = _eqx_apply(model)
+    got = _summary(kfac_blocks(apply, params, jnp.zeros((7, 4))))
+    assert got == [
+        (".layers[0].weight", "dense", ".layers[0].bias", ((5, 5), (5, 5)), 1),
+        (".layers[1].weight", "dense", ".layers[1].bias", ((6, 6), (5, 5)), 1),
+        (".layers[2].weight", "dense", ".layers[2].bias", ((6, 6), (3, 3)), 1),
+    ]
+
+
+class _EqxCNN(eqx.Module):
+    conv: eqx.nn.Conv2d
+    norm: eqx.nn.LayerNorm
+    head: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(1, 4, 3, padding=1, key=k1)
+        self.norm = eqx.nn.LayerNorm(4 * 6 * 6)
+        self.head = eqx.nn.Linear(4 * 6 * 6, 3, use_bias=False, key=k2)
+
+    def __call__(self, x):
+        h = jax.nn.relu(self.conv(x)).reshape(-1)
+        return self.head(self.norm(h))
+
+
+def test_blocks_equinox_cnn():
+    params, apply = _eqx_apply(_EqxCNN(KEY))
+    got = _summary(kfac_blocks(apply, params, jnp.zeros((2, 1, 6, 6))))
+    assert got == [
+        (".conv.weight", "conv", ".conv.bias", ((10, 10), (4, 4)), 1),
+        (".norm.weight", "diagonal", None, ((144,),), 0),
+        (".norm.bias", "diagonal", None, ((144,),), 0),
+        (".head.weight", "dense", None, ((144, 144), (3, 3)), 1),
+    ]
+
+
+def test_blocks_flax_linen_dense_conv():
+    nn = pytest.importorskip("flax.linen")
+
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(4, (3, 3))(x))
+            x = x.reshape(x.shape[0], -1)
+            return nn.Dense(3)(x)
+
+    x = jnp.zeros((2, 5, 5, 2))
+    variables = CNN().init(KEY, x)
+    got = _summary(kfac_blocks(CNN().apply, variables, x))
+    assert len(got) == 2
+    assert {(g[0], g[1], g[2], g[3]) for g in got} == {
+        (
+            "['params']['Conv_0']['kernel']",
+            "conv",
+            "['params']['Conv_0']['bias']",
+            ((19, 19), (4, 4)),
+        ),
+        (
+            "['params']['Dense_0']['kernel']",
+            "dense",
+            "['params']['Dense_0']['bias']",
+            ((101, 101), (3, 3)),
+        ),
+    }
+
+
+def test_blocks_flax_nnx_linear_conv():
+    nnx = pytest.importorskip("flax.nnx")
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(1, 3, (3, 3), padding="VALID", rngs=rngs)
+            self.linear = nnx.Linear(3 * 4 * 4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            h = nnx.relu(self.conv(x))
+            return self.linear(h.reshape(h.shape[0], -1))
+
+    net = Net(nnx.Rngs(0))
+    graphdef, state = nnx.split(net)
+    apply = lambda s, x: nnx.merge(graphdef, s)(x)
+    got = {
+        (g[0], g[1], g[2], g[3])
+        for g in _summary(kfac_blocks(apply, state, jnp.zeros((2, 6, 6, 1))))
+    }
+    assert got == {
+        ("['conv']['kernel'].value", "conv", "['conv']['bias'].value", ((10, 10), (3, 3))),
+        ("['linear']['kernel'].value", "dense", "['linear']['bias'].value", ((49, 49), (2, 2))),
+    }
+
+
+def test_blocks_plain_jnp_layouts_and_tied_weight():
+    params = {
+        "W": jnp.zeros((3, 4)),  # x @ W
+        "V": jnp.zeros((4, 4)),  # used twice: tied
+        "U": jnp.zeros((2, 4)),  # U @ h under vmap (equinox layout), through a transpose
+        "c": jnp.zeros((2,)),
+        "s": jnp.ones(()),  # elementwise: diagonal
+        "E": jnp.zeros((2, 2)),  # used in a dot and elementwise: diagonal
+    }
+
+    def apply(p, x):
+        h = jnp.tanh(x @ p["W"])
+        h = jnp.tanh(h @ p["V"])
+        h = jnp.tanh(h @ p["V"])
+        out = jax.vmap(lambda v: p["U"] @ v)(h) + p["c"]
+        out = p["s"] * out
+        return out @ p["E"] + jnp.sum(p["E"] ** 2)
+
+    got = {
+        (g[0], g[1], g[2], g[3], g[4])
+        for g in _summary(kfac_blocks(apply, params, jnp.zeros((5, 3))))
+    }
+    assert got == {
+        ("['E']", "diagonal", None, ((2, 2),), 0),
+        ("['U']", "dense", "['c']", ((5, 5), (2, 2)), 1),
+        ("['V']", "dense", None, ((4, 4), (4, 4)), 2),
+        ("['W']", "dense", None, ((3, 3), (4, 4)), 1),
+        ("['s']", "diagonal", None, ((),), 0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Captured statistics: sum over rows of a g^T is the gradient (checks layouts and patches).
+
+
+@pytest.mark.parametrize("which", ["eqx_cnn", "linen_cnn", "tied"])
+def test_captured_rows_reproduce_the_gradient(which):
+    if which == "eqx_cnn":
+        params, apply = _eqx_apply(_EqxCNN(KEY))
+        x = jax.random.normal(KEY, (3, 1, 6, 6))
+    elif which == "linen_cnn":
+        nn = pytest.importorskip("flax.linen")
+
+        class CNN(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                x = nn.relu(nn.Conv(3, (3, 3), strides=(2, 1), padding="SAME")(x))
+                return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+        x = jax.random.normal(KEY, (3, 5, 6, 2))
+        variables = jax.tree.map(lambda t: t.astype(jnp.float64), CNN().init(KEY, x))
+        params, apply = variables, CNN().apply
+    else:
+        params = {"V": jax.random.normal(KEY, (3, 3)), "b": jnp.ones(3)}
+        apply = lambda p, x: jnp.tanh(jnp.tanh(x @ p["V"] + p["b"]) @ p["V"])
+        x = jax.random.normal(KEY, (4, 3))
+    plan = build_plan(apply, params, x)
+    cot = jax.random.normal(jax.random.PRNGKey(1), jax.eval_shape(apply, params, x).shape)
+    assert plan.blocks
+
+    @jax.jit
+    def compare(params):
+        loss = lambda p: jnp.vdot(apply(p, x), cot)
+        grads = jax.tree.leaves(jax.grad(loss)(params))
+        out, vjp_fn, acts = jax.vjp(
+            lambda perts: perturbed_apply(plan, params, x, perts),
+            zero_perturbations(plan),
+            has_aux=True,
+        )
+        (g_sites,) = vjp_fn(cot)
+        pairs = []
+        for block in plan.blocks:
+            total = 0.0
+            for j in block.sites:
+                site = plan.sites[j]
+                a = input_rows(site, acts[j])
+                if block.bias is not None:
+                    h = jnp.full((a.shape[0], 1), 1.0 if site.bias is not None else 0.0)
+                    a = jnp.concatenate([a, h], axis=1)
+                total = total + a.T @ output_rows(site, g_sites[j])
+            pairs.append((total, block_matrix(block, grads)))
+        return out, apply(params, x), pairs
+
+    out, want, pairs = compare(params)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    for got, expected in pairs:
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exactness: a deep linear-Gaussian network, where each K-FAC block is the Fisher's block.
+
+
+def _deep_linear():
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    params = {
+        "W1": jax.random.normal(k1, (3, 4)),
+        "b1": jnp.zeros(4),
+        "W2": jax.random.normal(k2, (4, 2)),
+        "b2": 0.1 * jnp.ones(2),
+    }
+    apply = lambda p, x: (x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+    x = jax.random.normal(k3, (40, 3)) + 0.5
+    return params, apply, x
+
+
+def _kfac_matrix(plan, state, params):
+    flat, unravel = ravel_pytree(params)
+    eye = jnp.eye(flat.shape[0])
+    return jax.vmap(lambda e: ravel_pytree(kfac_matvec(plan, state, unravel(e)))[0])(eye).T
+
+
+def test_kfac_equals_exact_fisher_blocks_on_linear_gaussian():
+    # For a linear network with Gaussian outputs the back-propagated output gradients do not
+    # depend on x, so E[a a^T (x) g g^T] = E[a a^T] (x) E[g g^T] exactly: every diagonal block of
+    # the Fisher (the predictive Fisher of Martens 2020, Sec. 9.2) is A (x) G (Martens & Grosse
+    # 2015, Sec. 3; exact here, not an approximation).
+    params, apply, x = _deep_linear()
+    opt = scale_by_kfac(apply, "gaussian", example_inputs=x, estimator="exact", noise_variance=0.5)
+    state = opt.init(params)
+    _, state = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), state, params, batch=x)
+    plan = build_plan(apply, params, x)
+    kmat = jax.jit(lambda s: _kfac_matrix(plan, s, params))(state)
+    fisher = predictive_fisher(apply, "gaussian", noise_variance=0.5)
+    fmat = jax.jit(lambda p: fisher(p, batch=x).as_matrix())(params)
+    # Block index of every flat coordinate (ravel order: W1, W2, b1, b2 sorted by key).
+    sizes = {"W1": 12, "W2": 8, "b1": 4, "b2": 2}
+    owner = {"W1": 0, "b1": 0, "W2": 1, "b2": 1}
+    block_of = np.concatenate([np.full(sizes[k], owner[k]) for k in sorted(sizes)])
+    same = block_of[:, None] == block_of[None, :]
+    np.testing.assert_allclose(
+        np.where(same, kmat, 0.0), np.where(same, fmat, 0.0), rtol=1e-10, atol=1e-12
+    )
+    assert np.all(np.where(same, 0.0, kmat) == 0.0)
+
+
+def test_matvec_is_the_dense_kronecker_product_and_update_the_damped_solve():
+    params, apply, x = _deep_linear()
+    apply2 = lambda p, x: jnp.tanh(apply(p, x))
+    params = {**params, "s": jnp.array([0.5, 2.0])}
+    apply3 = lambda p, x: p["s"] * apply2(p, x)
+    for split in ("exact", "pi"):
+        opt = scale_by_kfac(
+            apply3, "categorical", example_inputs=x, damping=0.3, damping_split=split, max_kl=None
+        )
+        state = opt.init(params)
+        grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+        updates, state = jax.jit(opt.update)(grads, state, params, batch=x)
+        plan = build_plan(apply3, params, x)
+        v = jax.tree.map(lambda t: jnp.sin(jnp.arange(t.size).reshape(t.shape) + 2.0), params)
+        v_leaves = jax.tree.leaves(v)
+        fv = jax.tree.leaves(jax.jit(lambda s, v: kfac_matvec(plan, s, v))(state, v))
+        g_leaves, u_leaves = jax.tree.leaves(grads), jax.tree.leaves(updates)
+        for b, block in enumerate(plan.blocks):
+            a, g = state.factors_a[b], state.factors_g[b]
+            dense = np.kron(a, g)
+            np.testing.assert_allclose(
+                block_matrix(block, fv).ravel(),
+                dense @ block_matrix(block, v_leaves).ravel(),
+                rtol=1e-10,
+                atol=1e-12,
+            )
+            lam = 0.3
+            if split == "exact":
+                damped = dense + lam * np.eye(dense.shape[0])
+            else:
+                pi = np.sqrt((np.trace(a) / a.shape[0]) / (np.trace(g) / g.shape[0]))
+                damped = np.kron(
+                    a + pi * np.sqrt(lam) * np.eye(a.shape[0]),
+                    g + np.sqrt(lam) / pi * np.eye(g.shape[0]),
+                )
+            want = np.linalg.solve(damped, block_matrix(block, g_leaves).ravel())
+            np.testing.assert_allclose(
+                block_matrix(block, u_leaves).ravel(), want, rtol=1e-8, atol=1e-10
+            )
+        (diag,) = state.diagonals
+        np.testing.assert_allclose(
+            jax.tree.leaves(updates)[-1], grads["s"] / (diag + 0.3), rtol=1e-12
+        )
+
+
+def test_sampled_factors_match_exact_in_expectation():
+    # Monte Carlo: G from one sampled label per example -> the exact E[diag p - p p^T]; with
+    # n = 4000 examples the relative error of the entries is O(1/sqrt(n)) ~ 2%; tolerance 10%.
+    k1, k2 = jax.random.split(KEY)
+    params = {"W": jax.random.normal(k1, (3, 4))}
+    apply = lambda p, x: x @ p["W"]
+    x = jax.random.normal(k2, (4000, 3))
+    plan = build_plan(apply, params, x)
+    stats = jax.jit(
+        lambda est: _statistics(plan, params, x, None, KEY, "categorical", est, 1.0),
+        static_argnums=0,
+    )
+    _, g_exact, _ = stats("exact")
+    _, g_sampled, _ = stats("sampled")
+    p = jax.nn.softmax(apply(params, x))
+    closed = jnp.mean(jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p), axis=0)
+    np.testing.assert_allclose(g_exact[0], closed, rtol=1e-10, atol=1e-12)
+    scale = jnp.max(jnp.abs(closed))
+    assert float(jnp.max(jnp.abs(g_sampled[0] - closed))) < 0.1 * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# The optax contract: chain, no retrace, dtypes, training.
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    x = jax.random.normal(jax.random.PRNGKey(3), (128, 8))
+    y = jnp.argmax(x[:, :3] + 0.3 * x[:, 3:6], axis=1)
+    model = eqx.nn.MLP(8, 3, 16, 1, activation=jnp.tanh, key=KEY)
+    return model, x, y
+
+
+def _ce(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def test_trains_an_equinox_module_given_as_is_in_a_chain_without_retracing(digits_mlp):
+    model, x, y = digits_mlp
+    params = eqx.filter(model, eqx.is_inexact_array)
+    static = eqx.filter(model, eqx.is_inexact_array, inverse=True)
+    opt = optax.chain(
+        optax.clip_by_global_norm(10.0),
+        kfac(0.5, model, "categorical", example_inputs=x, damping=1e-2, inverse_every=3),
+    )
+    state = opt.init(params)
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(params, state):
+        loss_fn = lambda p: _ce(jax.vmap(eqx.combine(p, static))(x), y)
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params, batch=(x, y))
+        return optax.apply_updates(params, updates), state, loss
+
+    losses = []
+    for _ in range(15):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    assert losses[-1] < 0.3 * losses[0]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dtypes_kept_and_factor_algebra_in_float32(dtype):
+    params = {
+        "W": jnp.ones((3, 2), dtype) * 0.1,
+        "b": jnp.zeros(2, dtype),
+        "s": jnp.ones((), dtype),
+    }
+    apply = lambda p, x: p["s"] * (x @ p["W"] + p["b"])
+    x = jnp.linspace(-1.0, 1.0, 24).reshape(8, 3).astype(dtype)
+    opt = kfac(0.1, apply, "gaussian", example_inputs=x, max_kl=1e-2)
+    state = opt.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, state = jax.jit(opt.update)(grads, state, params, batch=x)
+    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+        assert u.dtype == p.dtype and bool(jnp.all(jnp.isfinite(u.astype(jnp.float32))))
+    assert state[0].factors_a[0].dtype == jnp.float32
+
+
+def test_damping_injectable_without_recompiling():
+    params, apply, x = _deep_linear()
+    opt = optax.inject_hyperparams(
+        scale_by_kfac,
+        static_args=("apply", "output", "example_inputs", "curvature_every", "inverse_every"),
+    )(
+        apply=apply,
+        output="gaussian",
+        example_inputs=jax.ShapeDtypeStruct(x.shape, x.dtype),
+        damping=1.0,
+        max_kl=None,
+    )
+    state = opt.init(params)
+    update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
+    grads = jax.tree.map(jnp.ones_like, params)
+    u1, state = update(grads, state, params, batch=x)
+    state.hyperparams["damping"] = jnp.full_like(state.hyperparams["damping"], 1e3)
+    u2, state = update(grads, state, params, batch=x)
+    assert float(optax.tree.norm(u2)) < 0.1 * float(optax.tree.norm(u1))
+
+
+def test_clear_errors():
+    params, apply, x = _deep_linear()
+    with pytest.raises(ValueError, match="example_inputs"):
+        scale_by_kfac(apply, "gaussian").init(params)
+    opt = scale_by_kfac(apply, "gaussian", example_inputs=x)
+    state = opt.init(params)
+    with pytest.raises(ValueError, match="batch"):
+        opt.update(params, state, params)
+    with pytest.raises(ValueError, match="params"):
+        opt.update(params, state, batch=x)
+    with pytest.raises(ValueError, match="output"):
+        scale_by_kfac(apply, "poisson", example_inputs=x)
+    with pytest.raises(ValueError, match="damping"):
+        scale_by_kfac(apply, "gaussian", example_inputs=x, damping=0.0)
+
+
+_PARALLEL_SCRIPT = r"""
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from jax.sharding import Mesh, PartitionSpec as P
+from infogeo_jax.optim import scale_by_kfac
+
+k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+params = {"W1": jax.random.normal(k1, (3, 5)), "b1": jnp.zeros(5)}
+params["W2"] = jax.random.normal(k2, (5, 4))
+apply = lambda p, x: jnp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"]
+x = jax.random.normal(k3, (16, 3))
+grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+kw = dict(estimator="exact", damping=0.1)
+single = scale_by_kfac(apply, "categorical", example_inputs=x, **kw)
+want, _ = jax.jit(single.update)(grads, single.init(params), params, batch=x)
+par = scale_by_kfac(apply, "categorical", example_inputs=x[:4], axis_name="data", **kw)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+state = par.init(params)
+f = jax.shard_map(
+    lambda g, s, p, xb: par.update(g, s, p, batch=xb)[0],
+    mesh=mesh, in_specs=(P(), P(), P(), P("data")), out_specs=P(), check_vma=False,
+)
+got = jax.jit(f)(grads, state, params, x)
+for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+print("OK", len(jax.devices()))
+"""
+
+
+@pytest.mark.slow
+def test_data_parallel_statistics_equal_the_single_device_ones(tmp_path):
+    # Four host devices, each with a quarter of the batch: with axis_name the averaged
+    # statistics, hence the update, equal those of one device on the whole batch.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "kfac_parallel.py"
+    script.write_text(_PARALLEL_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK 4" in proc.stdout
