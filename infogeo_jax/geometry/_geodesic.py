@@ -51,6 +51,14 @@ class RESULTS(eqx.Enumeration):
         "(the continuation step fell below `min_continuation_step`). The geodesic may leave "
         "the domain, or the exponential map may be singular (conjugate points) here."
     )
+    ill_conditioned_metric = (
+        "log_map: Newton shooting did not converge, and the metric is too ill-conditioned in "
+        "these coordinates for its tolerance (condition number of the equilibrated metric at "
+        "an end point, times the machine epsilon, exceeds `newton_rtol`): the geodesic "
+        "equation cannot be solved to that accuracy in this chart. Use better-conditioned "
+        "coordinates (e.g. a location-scale chart instead of natural parameters far from the "
+        "origin), or loosen `GeodesicSolver(newton_rtol=..., newton_atol=...)`."
+    )
 
 
 class GeodesicSolver(eqx.Module):
@@ -399,13 +407,14 @@ def _rk_step(field, tab: _Tableau, y, h):
     return y + h * jnp.tensordot(tab.b, k, axes=1), h * jnp.tensordot(tab.e, k, axes=1)
 
 
-_RUNNING, _SUCCESS, _STALLED = 0, 1, 2
+_RUNNING, _SUCCESS, _STALLED, _ILL_CONDITIONED = 0, 1, 2, 3
 
 
 def solution_from_status(velocity, end_velocity, status, residual, num_steps) -> LogMapSolution:
     """Wrap the raw outputs of :func:`newton_shooting` into a :class:`LogMapSolution`."""
     result = RESULTS.where(status == _SUCCESS, RESULTS.successful, RESULTS.max_newton_steps_reached)
     result = RESULTS.where(status == _STALLED, RESULTS.continuation_failed, result)
+    result = RESULTS.where(status == _ILL_CONDITIONED, RESULTS.ill_conditioned_metric, result)
     return LogMapSolution(
         velocity=velocity,
         end_velocity=end_velocity,
@@ -447,11 +456,25 @@ class _Shooting(eqx.Module):
     """
 
     theta_0: Point  # rescaled
+    theta_1: Point  # rescaled
     delta: Point  # rescaled theta_1 - theta_0
     unit: Point  # c
     center: Point
     radius: Scalar
     metric_0: Array
+    conditioning: Scalar  # largest condition number of the equilibrated end-point metrics
+
+
+def _conditioning(metric_0, metric_1):
+    """The larger condition number of the two metrics after diagonal equilibration."""
+
+    def condition(g):
+        diag = jnp.sqrt(jnp.abs(jnp.diagonal(g)))
+        diag = jnp.where(diag > 0, diag, 1.0)
+        eig = jnp.linalg.eigvalsh(g / jnp.outer(diag, diag))
+        return jnp.where(eig[0] > 0, eig[-1] / jnp.where(eig[0] > 0, eig[0], 1.0), jnp.inf)
+
+    return jnp.maximum(condition(metric_0), condition(metric_1))
 
 
 def _coordinate_units(theta_0, theta_1, metric_0, metric_1):
@@ -515,7 +538,9 @@ def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
     delta = y_1 - y_0
     center = 0.5 * (y_0 + y_1)
     radius = 100.0 * (jnp.max(jnp.abs(delta)) + jnp.max(jnp.abs(center))) + 1.0
-    problem = _Shooting(y_0, delta, unit, center, radius, metric_0)
+    problem = _Shooting(
+        y_0, y_1, delta, unit, center, radius, metric_0, _conditioning(metric_0, metric_1)
+    )
     z_init = jnp.stack([y_0 + times[:, None] * delta, guess / unit], axis=1).reshape(size)
     first_dt = jnp.asarray(1.0 / (16 * n), dtype)
     state = (
@@ -578,7 +603,8 @@ def _newton_update(cfg: _Settings, problem: _Shooting, state, bundle, ok):
     steps = jnp.concatenate([jnp.repeat(h_x[:, None], d, 1), jnp.repeat(h_u[:, None], d, 1)], 1)
     d_state = jnp.concatenate([xb[:, 1:] - xb[:, :1], ub[:, 1:] - ub[:, :1]], axis=-1)
     seg_jac = jnp.swapaxes(d_state / steps[:, :, None], -1, -2)  # [segment, output, input]
-    target = theta_0 + s * delta
+    # (1 - s) y_0 + s y_1 is exactly y_1 at s = 1 (y_0 + s delta cancels when |y_0| >> |y_1|).
+    target = (1 - s) * theta_0 + s * problem.theta_1
     residual = jnp.concatenate(
         [
             nodes[0, 0] - theta_0,
@@ -735,7 +761,12 @@ def _shooting_output(cfg: _Settings, problem: _Shooting, state):
     z = state[_Z_DONE]
     v = z.reshape(cfg.num_segments, 2, d)[0, 1] * problem.unit
     speed = jnp.sqrt(jnp.maximum(v @ problem.metric_0 @ v, 0.0))
-    return v, state[_END], state[_STATUS], state[_ERR], state[_NUM_SHOTS], speed
+    # A failure where the chart cannot resolve the tolerance is blamed on the chart.
+    eps = jnp.finfo(v.dtype).eps
+    ill = problem.conditioning * eps > cfg.newton_rtol
+    status = state[_STATUS]
+    status = jnp.where((status != _SUCCESS) & ill, _ILL_CONDITIONED, status)
+    return v, state[_END], status, state[_ERR], state[_NUM_SHOTS], speed
 
 
 def _shooting_single(space, alpha, theta_0, theta_1, cfg: _Settings):
