@@ -387,11 +387,12 @@ def _tableau(cfg: _Settings, dtype) -> _Tableau:
     a = np.zeros((stages, stages))
     for i, row in enumerate(tab.a_lower[: stages - 1]):
         a[i + 1, : len(row)] = row
+    order = solver.order(None)  # pyright: ignore[reportArgumentType]
     return _Tableau(
         a=jnp.asarray(a, dtype),
         b=jnp.asarray(b[:stages], dtype),
         e=jnp.asarray(e[:stages], dtype),
-        order=int(solver.order(None)),
+        order=int(order) if order is not None else 4,
     )
 
 
