@@ -60,7 +60,8 @@ def _sharded(fn, theta_0, theta_1):
     pad = lambda x: jnp.concatenate([x, jnp.broadcast_to(x[:1], (padded - size,) + x.shape[1:])])
     mesh = jax.sharding.Mesh(np.asarray(devices), ("pairs",))
     spec = jax.sharding.PartitionSpec("pairs")
-    out = jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec), out_specs=spec)(
+    # check_vma=False: the domain checks (equinox.error_if) inside are per-shard conditionals.
+    out = jax.shard_map(fn, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)(
         pad(theta_0), pad(theta_1)
     )
     return jax.tree_util.tree_map(lambda x: x[:size], out)
