@@ -10,6 +10,13 @@
    collocation BVP with scipy), with the error of each against a reference solve made with a
    different integrator (Tsit5), tighter tolerances and more shooting segments.
 3. Compile times, reported separately (compile + first call, fresh jitted functions).
+4. Batched distances: random Beta pairs (log-normal parameters) in batches of 1, 64 and 1024
+   (1, 16, 64 with ``--quick``): ``jax.jit(jax.vmap(Beta().geodesic_distance))`` against a
+   Python loop over the jitted single call and against geomstats' ``dist`` (timed on the
+   first 8 pairs and scaled), with the compile times of both (``lower(...).compile()``, CPU
+   seconds of this process, which a shared machine inflates less than wall time); and a
+   100 x 100 Dirichlet(3) distance matrix by ``infogeo_jax.pairwise_distances`` (30 x 30 with
+   ``--quick``).
 
 Correctness is checked before anything is timed: our curvature against geomstats' values, our
 distances against the reference (1e-8) and exp(log) against the target (1e-8).
@@ -30,6 +37,7 @@ import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import infogeo_jax as ig  # noqa: E402
 from infogeo_jax.families import Beta, Dirichlet  # noqa: E402
 from infogeo_jax.geometry import RESULTS, GeodesicSolver  # noqa: E402
 
@@ -194,20 +202,110 @@ def _distance_rows(quick: bool) -> list[dict]:
     return rows + compile_rows
 
 
+def _compile_seconds(fn, *args):
+    """CPU seconds of this process to trace and compile ``jax.jit(fn)`` (no call)."""
+    start = time.process_time()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return time.process_time() - start, compiled
+
+
+def _random_beta_pairs(n: int):
+    rng = np.random.default_rng(0)
+    return tuple(jnp.asarray(np.exp(rng.normal(0.0, 1.0, size=(n, 2)))) for _ in range(2))
+
+
+def _batched_rows(quick: bool) -> list[dict]:
+    fam = Beta()
+    sizes = (1, 16, 64) if quick else (1, 64, 1024)
+    space = _geomstats_space("beta")
+    a, b = _random_beta_pairs(1)
+    single_compile, single = _compile_seconds(fam.geodesic_distance, a[0], b[0])
+    rows = []
+    for n in sizes:
+        a, b = _random_beta_pairs(n)
+        batch_compile, batched = _compile_seconds(jax.vmap(fam.geodesic_distance), a, b)
+        # Correctness first: every lane converged and equals the single call (1e-10).
+        sols = jax.jit(jax.vmap(fam.solve_log_map))(a, b)
+        assert bool(jnp.all(sols.result == RESULTS.successful))
+        start = time.perf_counter()
+        looped = np.array([float(single(x, y)) for x, y in zip(a, b)])
+        loop_time = time.perf_counter() - start
+        start = time.perf_counter()
+        together = np.asarray(jax.block_until_ready(batched(a, b)))
+        batch_time = time.perf_counter() - start
+        np.testing.assert_allclose(together, looped, rtol=1e-10, atol=1e-10)
+        row: dict = {
+            "table": "batched Fisher-Rao distances, random Beta pairs (ms per pair)",
+            "pairs": n,
+            "batched_ms": batch_time / n * 1e3,
+            "looped_ms": loop_time / n * 1e3,
+            "batched/looped": batch_time / loop_time,
+            "max_shots": int(jnp.max(sols.num_steps)),
+            "mean_shots": float(jnp.mean(sols.num_steps)),
+            "compile_single_s": single_compile,
+            "compile_batched_s": batch_compile,
+        }
+        if space is not None:
+            m = min(n, 8)
+            start = time.perf_counter()
+            ref = [
+                float(space.metric.dist(np.asarray(x), np.asarray(y))) for x, y in zip(a[:m], b[:m])
+            ]
+            gs_time = (time.perf_counter() - start) / m
+            row.update(
+                geomstats_ms=gs_time * 1e3,
+                geomstats_pairs=m,
+                geomstats_max_error=float(np.max(np.abs(np.array(ref) - looped[:m]))),
+            )
+        rows.append(row)
+    # A distance matrix of Dirichlet(3) points (upper triangle solved, mirrored).
+    k = 30 if quick else 100
+    rng = np.random.default_rng(1)
+    points = jnp.asarray(np.exp(rng.uniform(np.log(0.3), np.log(10.0), size=(k, 3))))
+    dirichlet = Dirichlet(3)
+    start = time.perf_counter()
+    matrix, results = ig.pairwise_distances(dirichlet, points, return_results=True)
+    matrix = jax.block_until_ready(matrix)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(ig.pairwise_distances(dirichlet, points))
+    steady = time.perf_counter() - start
+    assert bool(jnp.all(results == RESULTS.successful))
+    np.testing.assert_array_equal(matrix, matrix.T)
+    single3 = jax.jit(dirichlet.geodesic_distance)
+    for i, j in ((0, 1), (3, k - 1), (k // 2, k // 3)):
+        np.testing.assert_allclose(matrix[i, j], single3(points[i], points[j]), rtol=1e-10)
+    rows.append(
+        {
+            "table": "distance matrix, Dirichlet(3)",
+            "points": k,
+            "pairs_solved": k * (k - 1) // 2,
+            "first_call_s": first,
+            "steady_s": steady,
+            "ms_per_pair": steady / (k * (k - 1) // 2) * 1e3,
+        }
+    )
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
     """Run the geometry benchmarks; returns table rows (dicts with a ``table`` key)."""
     distance = _distance_rows(quick)
     curvature = _curvature_rows(quick)
+    batched = _batched_rows(quick)
     compile_rows = [r for r in curvature + distance if r["table"].startswith("compile")]
     others = [r for r in curvature + distance if not r["table"].startswith("compile")]
-    return others + compile_rows
+    return others + batched + compile_rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer points and pairs")
+    parser.add_argument(
+        "--batched", action="store_true", help="only the batched distances and the matrix"
+    )
     args = parser.parse_args()
-    print_tables(run(quick=args.quick))
+    print_tables(_batched_rows(args.quick) if args.batched else run(quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from ._manifold import (
     AbstractStatisticalManifold as AbstractStatisticalManifold,
     StatisticalManifold as StatisticalManifold,
 )
+from ._pairwise import pairwise_distances as pairwise_distances
 
 # --- statistical models (issue 3) --------------------------------------------------------------
 # isort: split

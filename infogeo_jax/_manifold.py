@@ -231,7 +231,7 @@ class AbstractStatisticalManifold(eqx.Module):
 
     def _initial_velocities(
         self, theta_0: Point, theta_1: Point, alpha: ScalarLike, times: Array
-    ) -> tuple[Float[Array, "times dim"], Metric]:
+    ) -> tuple[Float[Array, "times dim"], Float[Array, "times dim dim"]]:
         r"""Guesses of ``log_map`` for the velocities at :math:`\theta_0 + t\Delta`, t in times.
 
         Levi-Civita guess: the coordinate segment reparameterized to constant metric speed,
@@ -240,8 +240,8 @@ class AbstractStatisticalManifold(eqx.Module):
         Gauss-Legendre). For an exponential family it is blended, linearly in alpha, into the
         e-geodesic velocity (:math:`\Delta`, exact at alpha = +1) and the m-geodesic direction
         (:math:`g^{-1}(\eta_1 - \eta_0)`, exact at alpha = -1 at :math:`\theta_0`).
-        Also returns the metric at ``theta_0 + times[0] * delta`` (``times[0]`` is 0 when
-        called by ``log_map``), so that the solver need not evaluate it again.
+        Also returns the metrics at the points :math:`\theta_0 + t\Delta`, t in times (shape
+        ``(times, dim, dim)``), so that the solver need not evaluate them again.
         """
         delta = theta_1 - theta_0
         nodes, weights = np.polynomial.legendre.leggauss(8)
@@ -263,7 +263,7 @@ class AbstractStatisticalManifold(eqx.Module):
             a = jnp.clip(jnp.asarray(alpha, theta_0.dtype), -1.0, 1.0)
             w_e, w_m = jnp.maximum(a, 0.0), jnp.maximum(-a, 0.0)
             velocities = (1.0 - w_e - w_m) * velocities + w_e * delta + w_m * m_dir
-        return velocities, metrics[8]
+        return velocities, metrics[8:]
 
     def _check_tangent(self, theta: Point, v: Tangent, name: str) -> Tangent:
         v = as_point(v, theta.shape[0], name)

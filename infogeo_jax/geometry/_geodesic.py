@@ -28,6 +28,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optimistix as optx
 
 from .._custom_types import Array, Point, Scalar, Tangent
@@ -50,6 +51,14 @@ class RESULTS(eqx.Enumeration):
         "(the continuation step fell below `min_continuation_step`). The geodesic may leave "
         "the domain, or the exponential map may be singular (conjugate points) here."
     )
+    ill_conditioned_metric = (
+        "log_map: Newton shooting did not converge, and the metric is too ill-conditioned in "
+        "these coordinates for its tolerance (condition number of the equilibrated metric at "
+        "an end point, times the machine epsilon, exceeds `newton_rtol`): the geodesic "
+        "equation cannot be solved to that accuracy in this chart. Use better-conditioned "
+        "coordinates (e.g. a location-scale chart instead of natural parameters far from the "
+        "origin), or loosen `GeodesicSolver(newton_rtol=..., newton_atol=...)`."
+    )
 
 
 class GeodesicSolver(eqx.Module):
@@ -66,6 +75,10 @@ class GeodesicSolver(eqx.Module):
         pcoeff: proportional coefficient of the PID controller.
         icoeff: integral coefficient of the PID controller.
         max_steps: maximum number of ODE steps per solve (static).
+        max_shooting_steps: maximum number of ODE steps of one shot of ``log_map`` (static).
+            A trial shot that needs more is a bad Newton iterate (it runs towards the boundary
+            or blows up) and is rejected like a shot that leaves the domain, so that it costs
+            little; a converged geodesic of a hard pair takes well under a hundred steps.
         min_step: smallest ODE step, as a fraction of the integration interval; below it the
             solve fails rather than creep along a boundary.
         newton_rtol: relative tolerance of the shooting: it stops when every mismatch (at the
@@ -93,6 +106,7 @@ class GeodesicSolver(eqx.Module):
     pcoeff: float = 0.0
     icoeff: float = 1.0
     max_steps: int = eqx.field(static=True, default=4096)
+    max_shooting_steps: int = eqx.field(static=True, default=256)
     min_step: float | None = None
     newton_rtol: float | None = None
     newton_atol: float | None = None
@@ -109,9 +123,12 @@ class GeodesicSolver(eqx.Module):
                 "`ode_solver` must be an adaptive diffrax solver such as diffrax.Tsit5() or "
                 f"diffrax.Dopri8(), got {type(self.ode_solver).__name__}."
             )
-        if self.max_steps < 1 or self.max_newton_steps < 1 or self.num_segments < 1:
+        if min(self.max_steps, self.max_shooting_steps, self.max_newton_steps) < 1 or (
+            self.num_segments < 1
+        ):
             raise ValueError(
-                "`max_steps`, `max_newton_steps` and `num_segments` must be positive integers."
+                "`max_steps`, `max_shooting_steps`, `max_newton_steps` and `num_segments` must "
+                "be positive integers."
             )
 
     def _for(self, dtype) -> _Settings:
@@ -127,6 +144,7 @@ class GeodesicSolver(eqx.Module):
             pcoeff=self.pcoeff,
             icoeff=self.icoeff,
             max_steps=self.max_steps,
+            max_shooting_steps=self.max_shooting_steps,
             min_step=(1e-10 if wide else 1e-5) if self.min_step is None else self.min_step,
             newton_rtol=newton_tol if self.newton_rtol is None else self.newton_rtol,
             newton_atol=newton_tol if self.newton_atol is None else self.newton_atol,
@@ -146,6 +164,7 @@ class _Settings(eqx.Module):
     pcoeff: float
     icoeff: float
     max_steps: int = eqx.field(static=True)
+    max_shooting_steps: int = eqx.field(static=True)
     min_step: float
     newton_rtol: float
     newton_atol: float
@@ -199,7 +218,17 @@ def _primal_norm(error) -> Array:
     return optx.rms_norm((error[0], error[1]))
 
 
-def _odesolve(vector_field, y0, t1, cfg: _Settings, *, ts=None, adjoint=None, norm=_primal_norm):
+def _odesolve(
+    vector_field,
+    y0,
+    t1,
+    cfg: _Settings,
+    *,
+    ts=None,
+    adjoint=None,
+    norm=_primal_norm,
+    max_steps=None,
+):
     """Solve ``dy/dt = vector_field(y)`` on ``[0, t1]`` from the tuple ``y0``.
 
     Returns ``(ys, ok)``: the state at ``t1`` (or at each of ``ts``, leading axis) and whether
@@ -227,7 +256,7 @@ def _odesolve(vector_field, y0, t1, cfg: _Settings, *, ts=None, adjoint=None, no
         y0=y0,
         saveat=saveat,
         stepsize_controller=controller,
-        max_steps=cfg.max_steps,
+        max_steps=cfg.max_steps if max_steps is None else max_steps,
         throw=False,
         **kwargs,
     )
@@ -334,62 +363,59 @@ def _no_parameter_tangents(t_space, t_alpha, what: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # The logarithm map: damped Newton shooting with continuation
 # ---------------------------------------------------------------------------------------------
-def _shoot_segments(space, alpha, starts, velocities, duration, cfg: _Settings, center, radius):
-    """Flow every segment start ``(x_i, u_i)`` for ``duration``, with the Jacobians.
+class _Tableau(eqx.Module):
+    """An explicit embedded Runge-Kutta tableau (full lower-triangular ``a``), ``stages`` used."""
 
-    Returns ``(x, u, jac, ok)``: the end states, shape ``(segments, dim)``, and
-    ``jac[i]`` of shape ``(2 dim, 2 dim)``, the derivative of the end state ``(x, u)`` of
-    segment i in its start state ``(x_i, u_i)`` (rows: outputs, columns: inputs).
+    a: Array  # (stages, stages)
+    b: Array  # (stages,)
+    e: Array  # (stages,) error weights
+    order: int = eqx.field(static=True)
 
-    The Jacobians come from internal numerical differentiation (Bock): ``2 dim`` extra
-    trajectories per segment with perturbed starts are integrated in the same solve, on the
-    step sequence chosen for the unperturbed ones alone, so the difference quotients
-    differentiate one smooth discrete map (accurate to about the square root of the machine
-    epsilon, plenty for Newton's method) while only the geodesic field itself is compiled.
-    A trajectory that runs outside the box ``|x - center| <= radius`` makes the vector field
-    NaN, so the solve fails quickly instead of following an exponential blow-up for thousands
-    of steps.
-    """
-    n, d = starts.shape
-    dtype = starts.dtype
-    contract = _contract(space, alpha, starts[0])
-    eps = jnp.sqrt(jnp.finfo(dtype).eps)
-    h_x = eps * (1.0 + jnp.max(jnp.abs(starts), axis=-1))  # (n,)
-    h_u = eps * (1.0 + jnp.max(jnp.abs(velocities), axis=-1))
-    eye = jnp.eye(d, dtype=dtype)
-    zero = jnp.zeros((1, d), dtype)
-    dx_basis = jnp.concatenate([zero, eye, jnp.zeros((d, d), dtype)])  # (2d + 1, d)
-    du_basis = jnp.concatenate([zero, jnp.zeros((d, d), dtype), eye])
-    x0 = starts[:, None, :] + h_x[:, None, None] * dx_basis[None]
-    u0 = velocities[:, None, :] + h_u[:, None, None] * du_basis[None]
 
-    def acceleration(x, u):
-        inside = jnp.max(jnp.abs(x - center)) <= radius
-        return jnp.where(inside, -contract(x, u, u), jnp.nan)
-
-    def field(y):
-        x, u = y
-        return u, jax.vmap(jax.vmap(acceleration))(x, u)
-
-    def base_norm(error):
-        return optx.rms_norm((error[0][:, 0], error[1][:, 0]))
-
-    (x, u), ok = _odesolve(
-        field, (x0, u0), duration, cfg, norm=base_norm, adjoint=diffrax.ForwardMode()
+def _tableau(cfg: _Settings, dtype) -> _Tableau:
+    solver = cfg.ode_solver
+    tab = getattr(solver, "tableau", None)
+    if tab is None:
+        raise TypeError(
+            "log_map needs an explicit Runge-Kutta `ode_solver` (such as diffrax.Dopri8(), "
+            f"diffrax.Tsit5() or diffrax.Dopri5()), got {type(solver).__name__}."
+        )
+    b = np.asarray(tab.b_sol, dtype=np.float64)
+    e = np.asarray(tab.b_error, dtype=np.float64)
+    used = np.nonzero((b != 0) | (e != 0))[0]
+    stages = int(used[-1]) + 1
+    a = np.zeros((stages, stages))
+    for i, row in enumerate(tab.a_lower[: stages - 1]):
+        a[i + 1, : len(row)] = row
+    order = solver.order(None)  # pyright: ignore[reportArgumentType]
+    return _Tableau(
+        a=jnp.asarray(a, dtype),
+        b=jnp.asarray(b[:stages], dtype),
+        e=jnp.asarray(e[:stages], dtype),
+        order=int(order) if order is not None else 4,
     )
-    steps = jnp.concatenate([jnp.repeat(h_x[:, None], d, 1), jnp.repeat(h_u[:, None], d, 1)], 1)
-    d_state = jnp.concatenate([x[:, 1:] - x[:, :1], u[:, 1:] - u[:, :1]], axis=-1)
-    jac = jnp.swapaxes(d_state / steps[:, :, None], -1, -2)  # [segment, output, input]
-    return x[:, 0], u[:, 0], jac, ok
 
 
-_RUNNING, _SUCCESS, _STALLED = 0, 1, 2
+def _rk_step(field, tab: _Tableau, y, h):
+    """One embedded Runge-Kutta step of ``dy/dt = field(y)`` (``y`` an array): (y1, error)."""
+    stages = tab.b.shape[0]
+
+    def stage(k, i):
+        yi = y + h * jnp.tensordot(tab.a[i], k, axes=1)
+        return k.at[i].set(field(yi)), None
+
+    k, _ = jax.lax.scan(stage, jnp.zeros((stages,) + y.shape, y.dtype), jnp.arange(stages))
+    return y + h * jnp.tensordot(tab.b, k, axes=1), h * jnp.tensordot(tab.e, k, axes=1)
+
+
+_RUNNING, _SUCCESS, _STALLED, _ILL_CONDITIONED = 0, 1, 2, 3
 
 
 def solution_from_status(velocity, end_velocity, status, residual, num_steps) -> LogMapSolution:
     """Wrap the raw outputs of :func:`newton_shooting` into a :class:`LogMapSolution`."""
     result = RESULTS.where(status == _SUCCESS, RESULTS.successful, RESULTS.max_newton_steps_reached)
     result = RESULTS.where(status == _STALLED, RESULTS.continuation_failed, result)
+    result = RESULTS.where(status == _ILL_CONDITIONED, RESULTS.ill_conditioned_metric, result)
     return LogMapSolution(
         velocity=velocity,
         end_velocity=end_velocity,
@@ -420,85 +446,105 @@ def _shooting_jacobian(jac, n: int, d: int, dtype):
     return jnp.block(blocks)
 
 
-def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
-    r"""Solve :math:`\exp_{\theta_0}(v) = \theta_1` for :math:`v` by damped Newton shooting.
+class _Shooting(eqx.Module):
+    r"""The per-pair constants of one shooting solve, in the rescaled coordinates ``y = x / c``.
 
-    Multiple shooting (Stoer & Bulirsch, *Introduction to Numerical Analysis*, Sec. 7.3.5):
-    the geodesic is cut into ``num_segments`` pieces of duration 1/N whose start points and
-    velocities :math:`(x_i, u_i)` are all unknowns, matched at the junctions, with
-    :math:`x_0 = \theta_0` and the last end at the target. The exponential map's sensitivity,
-    which grows like :math:`e^{c|v|}` on negatively curved manifolds, then enters only through
-    1/N of the length, so Newton's basin is much larger than for single shooting. All the
-    segments run in one batched ODE solve.
-
-    One loop, one batched shot per iteration:
-
-    - the target moves along the segment :math:`\theta_0 + s(\theta_1 - \theta_0)`,
-      starting with :math:`s = 1` (no continuation for easy pairs);
-    - a Newton step is kept when it reduces the scaled residual, else it is halved (up to
-      ``max_backtracks`` times);
-    - when Newton stalls at a level s, the continuation step is cut by four and restarted from
-      the last converged level with a secant predictor; after a success it doubles.
-
-    Returns ``(v, end_velocity, status, residual, num_steps, speed)``, the last being the
-    metric norm of v at ``theta_0`` (the length of the geodesic).
+    ``c`` holds one positive unit per coordinate: the smaller of the metric's own unit
+    :math:`1/\sqrt{g_{kk}}` at the two ends and of the coordinate's magnitude there. In
+    ``y`` every coordinate is of order one near the ends, so the ODE and Newton tolerances
+    ``atol + rtol |y|`` are relative to the scale of each coordinate, and the Newton system is
+    well scaled, whatever the units of the chart.
     """
+
+    theta_0: Point  # rescaled
+    theta_1: Point  # rescaled
+    delta: Point  # rescaled theta_1 - theta_0
+    unit: Point  # c
+    center: Point
+    radius: Scalar
+    metric_0: Array
+    conditioning: Scalar  # largest condition number of the equilibrated end-point metrics
+
+
+def _conditioning(metric_0, metric_1):
+    """The larger condition number of the two metrics after diagonal equilibration."""
+
+    def condition(g):
+        diag = jnp.sqrt(jnp.abs(jnp.diagonal(g)))
+        diag = jnp.where(diag > 0, diag, 1.0)
+        eig = jnp.linalg.eigvalsh(g / jnp.outer(diag, diag))
+        return jnp.where(eig[0] > 0, eig[-1] / jnp.where(eig[0] > 0, eig[0], 1.0), jnp.inf)
+
+    return jnp.maximum(condition(metric_0), condition(metric_1))
+
+
+def _coordinate_units(theta_0, theta_1, metric_0, metric_1):
+    tiny = jnp.finfo(theta_0.dtype).tiny
+
+    def unit(g):
+        diag = jnp.diagonal(g)
+        return jnp.where(diag > 0, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), jnp.inf)
+
+    magnitude = jnp.maximum(jnp.abs(theta_0), jnp.abs(theta_1))
+    magnitude = jnp.where(magnitude > 0, magnitude, jnp.inf)
+    c = jnp.minimum(jnp.minimum(unit(metric_0), unit(metric_1)), magnitude)
+    # All infinite (a zero coordinate with a degenerate metric entry): keep the chart's unit.
+    return jnp.where(jnp.isfinite(c) & (c > tiny), c, 1.0)
+
+
+# State of the shooting loop, one flat tuple:
+#  Newton:  z, z_base, step, err_base, s, ds, s_conv, z_conv, s_prev, z_prev, n_back,
+#           num_shots, status, z_done, err, end_velocity
+#  the ODE of the current shot:  t, dt, dt_first, bundle, ode_steps, total_steps
+_NUM_SHOTS, _STATUS, _Z_DONE, _ERR, _END = 11, 12, 13, 14, 15
+_T, _DT, _DT_FIRST, _BUNDLE, _ODE_STEPS, _TOTAL = 16, 17, 18, 19, 20, 21
+
+
+def _bundle(z, n: int, d: int):
+    """Start states of the shot: each segment's node and its ``2 d`` perturbed copies.
+
+    Shape ``(2, n, 2 d + 1, d)`` (positions, velocities), and the perturbation sizes
+    ``(n,)`` of the positions and of the velocities.
+    """
+    nodes = z.reshape(n, 2, d)
+    starts, velocities = nodes[:, 0], nodes[:, 1]
+    dtype = z.dtype
+    eps = jnp.sqrt(jnp.finfo(dtype).eps)
+    h_x = eps * (1.0 + jnp.max(jnp.abs(starts), axis=-1))
+    h_u = eps * (1.0 + jnp.max(jnp.abs(velocities), axis=-1))
+    eye = jnp.eye(d, dtype=dtype)
+    zero = jnp.zeros((1, d), dtype)
+    dx_basis = jnp.concatenate([zero, eye, jnp.zeros((d, d), dtype)])  # (2d + 1, d)
+    du_basis = jnp.concatenate([zero, jnp.zeros((d, d), dtype), eye])
+    x0 = starts[:, None, :] + h_x[:, None, None] * dx_basis[None]
+    u0 = velocities[:, None, :] + h_u[:, None, None] * du_basis[None]
+    return jnp.stack([x0, u0]), h_x, h_u
+
+
+def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
+    """The constants and the initial state of :func:`newton_shooting`."""
     dtype = theta_0.dtype
     d = theta_0.shape[0]
     n = cfg.num_segments
-    delta = theta_1 - theta_0
     size = 2 * d * n
     zero = jnp.zeros((size,), dtype)
     one = jnp.ones((), dtype)
     inf = jnp.asarray(jnp.inf, dtype)
     times = jnp.arange(n, dtype=dtype) / n
-    center = 0.5 * (theta_0 + theta_1)
+    ends = jnp.concatenate([times, jnp.ones((1,), dtype)])
+    guess, metrics = space._initial_velocities(theta_0, theta_1, alpha, ends)
+    guess, metric_0, metric_1 = guess[:n], metrics[0], metrics[-1]
+    unit = _coordinate_units(theta_0, theta_1, metric_0, metric_1)
+    y_0, y_1 = theta_0 / unit, theta_1 / unit
+    delta = y_1 - y_0
+    center = 0.5 * (y_0 + y_1)
     radius = 100.0 * (jnp.max(jnp.abs(delta)) + jnp.max(jnp.abs(center))) + 1.0
-
-    def straight(s):
-        # The coordinate segment at constant coordinate speed: exact as s -> 0.
-        positions = theta_0 + times[:, None] * (s * delta)
-        velocities = jnp.broadcast_to(s * delta, (n, d))
-        return jnp.stack([positions, velocities], axis=1).reshape(size)
-
-    def evaluate(z, s):
-        nodes = z.reshape(n, 2, d)
-        x, u, jac, ok = _shoot_segments(
-            space, alpha, nodes[:, 0], nodes[:, 1], 1.0 / n, cfg, center, radius
-        )
-        target = theta_0 + s * delta
-        residual = jnp.concatenate(
-            [
-                nodes[0, 0] - theta_0,
-                jnp.stack([x[:-1] - nodes[1:, 0], u[:-1] - nodes[1:, 1]], axis=1).reshape(-1),
-                x[-1] - target,
-            ]
-        )
-        scale_x = jnp.abs(jnp.concatenate([theta_0[None], x]))  # (n + 1, d)
-        scale_u = jnp.maximum(jnp.abs(u[:-1]), jnp.abs(nodes[1:, 1]))
-        scale = jnp.concatenate(
-            [
-                scale_x[0],
-                jnp.stack(
-                    [jnp.maximum(scale_x[1:-1], jnp.abs(nodes[1:, 0])), scale_u], axis=1
-                ).reshape(-1),
-                jnp.maximum(scale_x[-1], jnp.abs(target)),
-            ]
-        )
-        scaled = residual / (cfg.newton_atol + cfg.newton_rtol * scale)
-        return residual, scaled, _shooting_jacobian(jac, n, d, dtype), ok, u[-1]
-
-    def predictor(s_new, s_conv, z_conv, s_prev, z_prev):
-        secant = z_conv + (z_conv - z_prev) * (s_new - s_conv) / jnp.where(
-            s_conv > s_prev, s_conv - s_prev, one
-        )
-        return jnp.where(s_conv > 0, secant, straight(s_new))
-
-    # carry: (z, z_base, step, err_base, s, ds, s_conv, z_conv, s_prev, z_prev,
-    #         n_back, num_steps, status, z_done, err, end_velocity)
-    guess, metric_0 = space._initial_velocities(theta_0, theta_1, alpha, times)
-    z_init = jnp.stack([theta_0 + times[:, None] * delta, guess], axis=1).reshape(size)
-    init = (
+    problem = _Shooting(
+        y_0, y_1, delta, unit, center, radius, metric_0, _conditioning(metric_0, metric_1)
+    )
+    z_init = jnp.stack([y_0 + times[:, None] * delta, guess / unit], axis=1).reshape(size)
+    first_dt = jnp.asarray(1.0 / (16 * n), dtype)
+    state = (
         z_init,
         z_init,
         zero,
@@ -515,105 +561,319 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
         z_init,
         inf,
         jnp.zeros_like(theta_0),
+        0 * one,
+        first_dt,
+        first_dt,
+        _bundle(z_init, n, d)[0],
+        jnp.asarray(0),
+        jnp.asarray(0),
+    )
+    return problem, state
+
+
+def _shooting_running(cfg: _Settings, state):
+    return (state[_STATUS] == _RUNNING) & (state[_NUM_SHOTS] < cfg.max_newton_steps)
+
+
+def _newton_update(cfg: _Settings, problem: _Shooting, state, bundle, ok):
+    """The Newton / backtracking / continuation update after a shot from ``state[0]``."""
+    theta_0, delta, unit = problem.theta_0, problem.delta, problem.unit
+    dtype = theta_0.dtype
+    d = theta_0.shape[0]
+    n = cfg.num_segments
+    size = 2 * d * n
+    zero = jnp.zeros((size,), dtype)
+    one = jnp.ones((), dtype)
+    inf = jnp.asarray(jnp.inf, dtype)
+    times = jnp.arange(n, dtype=dtype) / n
+    (z, z_base, step, err_base, s, ds, s_conv, z_conv, s_prev, z_prev, n_back, num_shots) = state[
+        :12
+    ]
+    end_velocity = state[_END]
+
+    def straight(s):
+        # The coordinate segment at constant coordinate speed: exact as s -> 0.
+        positions = theta_0 + times[:, None] * (s * delta)
+        velocities = jnp.broadcast_to(s * delta, (n, d))
+        return jnp.stack([positions, velocities], axis=1).reshape(size)
+
+    nodes = z.reshape(n, 2, d)
+    _, h_x, h_u = _bundle(z, n, d)
+    xb, ub = bundle[0], bundle[1]  # (n, 2d + 1, d)
+    x, u = xb[:, 0], ub[:, 0]
+    steps = jnp.concatenate([jnp.repeat(h_x[:, None], d, 1), jnp.repeat(h_u[:, None], d, 1)], 1)
+    d_state = jnp.concatenate([xb[:, 1:] - xb[:, :1], ub[:, 1:] - ub[:, :1]], axis=-1)
+    seg_jac = jnp.swapaxes(d_state / steps[:, :, None], -1, -2)  # [segment, output, input]
+    # (1 - s) y_0 + s y_1 is exactly y_1 at s = 1 (y_0 + s delta cancels when |y_0| >> |y_1|).
+    target = (1 - s) * theta_0 + s * problem.theta_1
+    residual = jnp.concatenate(
+        [
+            nodes[0, 0] - theta_0,
+            jnp.stack([x[:-1] - nodes[1:, 0], u[:-1] - nodes[1:, 1]], axis=1).reshape(-1),
+            x[-1] - target,
+        ]
+    )
+    scale_x = jnp.abs(jnp.concatenate([theta_0[None], x]))  # (n + 1, d)
+    scale_u = jnp.maximum(jnp.abs(u[:-1]), jnp.abs(nodes[1:, 1]))
+    scale = jnp.concatenate(
+        [
+            scale_x[0],
+            jnp.stack([jnp.maximum(scale_x[1:-1], jnp.abs(nodes[1:, 0])), scale_u], axis=1).reshape(
+                -1
+            ),
+            jnp.maximum(scale_x[-1], jnp.abs(target)),
+        ]
+    )
+    scaled = residual / (cfg.newton_atol + cfg.newton_rtol * scale)
+    jac = _shooting_jacobian(seg_jac, n, d, dtype)
+    u_end = u[-1]
+
+    def predictor(s_new, s_conv, z_conv, s_prev, z_prev):
+        secant = z_conv + (z_conv - z_prev) * (s_new - s_conv) / jnp.where(
+            s_conv > s_prev, s_conv - s_prev, one
+        )
+        return jnp.where(s_conv > 0, secant, straight(s_new))
+
+    err = jnp.sqrt(jnp.mean(scaled**2))
+    ok = ok & jnp.isfinite(err)
+    err = jnp.where(ok, err, inf)
+    converged = ok & (jnp.max(jnp.abs(scaled)) <= 1)
+    finished = converged & (s >= 1)
+    improved = ok & (err < (1 - 1e-4) * err_base)
+    newton = jnp.linalg.solve(jac, -jnp.where(ok, residual, 0.0))
+    newton_ok = jnp.all(jnp.isfinite(newton))
+    take_newton = ~converged & improved & newton_ok
+    backtrack = ~converged & ~take_newton & jnp.isfinite(err_base) & (n_back < cfg.max_backtracks)
+    shrink = ~converged & ~take_newton & ~backtrack
+
+    # Converged at an intermediate level: advance the continuation.
+    adv_ds = jnp.minimum(2 * ds, 1 - s)
+    adv_s = s + adv_ds
+    # Stalled: cut the continuation step and restart from the last converged level.
+    cut_ds = 0.25 * (s - s_conv)
+    cut_s = s_conv + cut_ds
+    new_level = jnp.where(converged, adv_s, cut_s)
+    predicted = predictor(
+        new_level,
+        jnp.where(converged, s, s_conv),
+        jnp.where(converged, z, z_conv),
+        jnp.where(converged, s_conv, s_prev),
+        jnp.where(converged, z_conv, z_prev),
+    )
+    half_step = 0.5 * step
+
+    def pick(advance, newton_value, back_value, shrink_value):
+        out = jnp.where(take_newton, newton_value, shrink_value)
+        out = jnp.where(backtrack, back_value, out)
+        return jnp.where(converged, advance, out)
+
+    new_z = pick(predicted, z + jnp.where(newton_ok, newton, 0.0), z_base + half_step, predicted)
+    status = jnp.where(finished, _SUCCESS, _RUNNING)
+    status = jnp.where(shrink & (cut_ds < cfg.min_continuation_step), _STALLED, status)
+    return (
+        new_z,
+        jnp.where(take_newton, z, z_base),
+        pick(zero, jnp.where(newton_ok, newton, 0.0), half_step, zero),
+        pick(inf, err, err_base, inf),
+        pick(adv_s, s, s, cut_s),
+        pick(adv_ds, ds, ds, cut_ds),
+        jnp.where(converged, s, s_conv),
+        jnp.where(converged, z, z_conv),
+        jnp.where(converged, s_conv, s_prev),
+        jnp.where(converged, z_conv, z_prev),
+        jnp.where(backtrack, n_back + 1, 0),
+        num_shots + 1,
+        status,
+        jnp.where(finished, z, new_z),
+        err,
+        jnp.where(finished, u_end * unit, end_velocity),
     )
 
-    def cond(carry):
-        status, num_steps = carry[12], carry[11]
-        return (status == _RUNNING) & (num_steps < cfg.max_newton_steps)
 
-    def body(carry):
-        (
-            z,
-            z_base,
-            step,
-            err_base,
-            s,
-            ds,
-            s_conv,
-            z_conv,
-            s_prev,
-            z_prev,
-            n_back,
-            num_steps,
-            _,
-            z_done,
-            _,
-            end_velocity,
-        ) = carry
-        residual, scaled, jac, ok, u_end = evaluate(z, s)
-        err = jnp.sqrt(jnp.mean(scaled**2))
-        ok = ok & jnp.isfinite(err)
-        converged = ok & (jnp.max(jnp.abs(scaled)) <= 1)
-        finished = converged & (s >= 1)
-        improved = ok & (err < (1 - 1e-4) * err_base)
-        newton = jnp.linalg.solve(jac, -residual)
-        newton_ok = jnp.all(jnp.isfinite(newton))
-        take_newton = ~converged & improved & newton_ok
-        backtrack = (
-            ~converged & ~take_newton & jnp.isfinite(err_base) & (n_back < cfg.max_backtracks)
-        )
-        shrink = ~converged & ~take_newton & ~backtrack
+def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Tableau, state):
+    r"""One Runge-Kutta step of the current shot, then the Newton update if the shot ended.
 
-        # Converged at an intermediate level: advance the continuation.
-        adv_ds = jnp.minimum(2 * ds, 1 - s)
-        adv_s = s + adv_ds
-        # Stalled: cut the continuation step and restart from the last converged level.
-        cut_ds = 0.25 * (s - s_conv)
-        cut_s = s_conv + cut_ds
-        new_level = jnp.where(converged, adv_s, cut_s)
-        predicted = predictor(
-            new_level,
-            jnp.where(converged, s, s_conv),
-            jnp.where(converged, z, z_conv),
-            jnp.where(converged, s_conv, s_prev),
-            jnp.where(converged, z_conv, z_prev),
-        )
-        half_step = 0.5 * step
+    All segments and their perturbed copies form one bundle integrated on one step sequence
+    (error control on the unperturbed trajectories only: internal numerical differentiation,
+    Bock), so that the difference quotients differentiate one smooth discrete map. A step
+    with a non-finite result (the trajectory left the domain or the box
+    ``|y - center| <= radius``) is rejected like an inaccurate one; a shot fails when its
+    step falls below ``min_step`` or it takes more than ``max_shooting_steps`` steps.
+    """
+    unit = problem.unit
+    n = cfg.num_segments
+    d = unit.shape[0]
+    duration = jnp.asarray(1.0 / n, unit.dtype)
+    contract = _contract(space, alpha, problem.theta_0 * unit)
 
-        def pick(advance, newton_value, back_value, shrink_value):
-            out = jnp.where(take_newton, newton_value, shrink_value)
-            out = jnp.where(backtrack, back_value, out)
-            return jnp.where(converged, advance, out)
+    def acceleration(y, w):
+        inside = jnp.max(jnp.abs(y - problem.center)) <= problem.radius
+        return jnp.where(inside, -contract(y * unit, w * unit, w * unit) / unit, jnp.nan)
 
-        new_z = pick(predicted, z + newton, z_base + half_step, predicted)
-        new_z_base = jnp.where(take_newton, z, z_base)
-        new_step = pick(zero, newton, half_step, zero)
-        new_err_base = pick(inf, err, err_base, inf)
-        new_s = pick(adv_s, s, s, cut_s)
-        new_ds = pick(adv_ds, ds, ds, cut_ds)
-        new_s_prev = jnp.where(converged, s_conv, s_prev)
-        new_z_prev = jnp.where(converged, z_conv, z_prev)
-        new_s_conv = jnp.where(converged, s, s_conv)
-        new_z_conv = jnp.where(converged, z, z_conv)
-        new_n_back = jnp.where(backtrack, n_back + 1, 0)
-        status = jnp.where(finished, _SUCCESS, _RUNNING)
-        status = jnp.where(shrink & (cut_ds < cfg.min_continuation_step), _STALLED, status)
-        new_z_done = jnp.where(finished, z, new_z)
-        new_end = jnp.where(finished, u_end, end_velocity)
-        return (
-            new_z,
-            new_z_base,
-            new_step,
-            new_err_base,
-            new_s,
-            new_ds,
-            new_s_conv,
-            new_z_conv,
-            new_s_prev,
-            new_z_prev,
-            new_n_back,
-            num_steps + 1,
-            status,
-            new_z_done,
-            err,
-            new_end,
-        )
+    def field(bundle):
+        return jnp.stack([bundle[1], jax.vmap(jax.vmap(acceleration))(bundle[0], bundle[1])])
 
-    final = jax.lax.while_loop(cond, body, init)
-    z, num_steps, status, err, end_velocity = final[13], final[11], final[12], final[14], final[15]
-    v = z.reshape(n, 2, d)[0, 1]
-    speed = jnp.sqrt(jnp.maximum(v @ metric_0 @ v, 0.0))
-    return v, end_velocity, status, err, num_steps, speed
+    t, dt, dt_first, bundle, ode_steps, total = state[16:22]
+    h = jnp.minimum(dt, duration - t)
+    new, error = _rk_step(field, tab, bundle, h)
+    base_0, base_1, base_e = bundle[:, :, 0], new[:, :, 0], error[:, :, 0]
+    finite = jnp.all(jnp.isfinite(new))
+    weight = cfg.atol + cfg.rtol * jnp.maximum(jnp.abs(base_0), jnp.abs(base_1))
+    err = jnp.sqrt(jnp.mean((base_e / weight) ** 2))
+    err = jnp.where(finite & jnp.isfinite(err), err, jnp.inf)
+    accept = err < 1
+    inv = jnp.where(err > 0, 1.0 / err, jnp.inf)
+    factor = jnp.clip(
+        0.9 * inv ** (cfg.icoeff / tab.order),
+        jnp.where(accept, 1.0, 0.2),
+        jnp.where(accept, 10.0, 0.9),
+    )
+    next_dt = h * factor
+    reached = accept & (h >= duration - t)
+    ode_steps = ode_steps + 1
+    too_small = ~accept & (next_dt < cfg.min_step * duration)
+    too_many = ~reached & (ode_steps >= min(cfg.max_shooting_steps, cfg.max_steps))
+    ended = reached | too_small | too_many
+    bundle = jnp.where(accept, new, bundle)
+    dt_first = jnp.where(accept & (ode_steps == 1), h, dt_first)
+    moved = (
+        jnp.where(accept, t + h, t),
+        next_dt,
+        dt_first,
+        bundle,
+        ode_steps,
+        total + 1,
+    )
+
+    def end_shot(_):
+        newton = _newton_update(cfg, problem, state, bundle, reached)
+        start = _bundle(newton[0], n, d)[0]
+        zero_t = jnp.zeros_like(t)
+        return newton + (zero_t, dt_first, dt_first, start, jnp.zeros_like(ode_steps), total + 1)
+
+    def keep(_):
+        return state[:16] + moved
+
+    return jax.lax.cond(ended, end_shot, keep, None)
+
+
+def _shooting_output(cfg: _Settings, problem: _Shooting, state):
+    d = problem.theta_0.shape[0]
+    z = state[_Z_DONE]
+    v = z.reshape(cfg.num_segments, 2, d)[0, 1] * problem.unit
+    speed = jnp.sqrt(jnp.maximum(v @ problem.metric_0 @ v, 0.0))
+    # A failure where the chart cannot resolve the tolerance is blamed on the chart.
+    eps = jnp.finfo(v.dtype).eps
+    ill = problem.conditioning * eps > cfg.newton_rtol
+    status = state[_STATUS]
+    status = jnp.where((status != _SUCCESS) & ill, _ILL_CONDITIONED, status)
+    return v, state[_END], status, state[_ERR], state[_NUM_SHOTS], speed
+
+
+def _shooting_single(space, alpha, theta_0, theta_1, cfg: _Settings):
+    problem, state = _shooting_start(space, alpha, theta_0, theta_1, cfg)
+    tab = _tableau(cfg, theta_0.dtype)
+    state = jax.lax.while_loop(
+        lambda c: _shooting_running(cfg, c),
+        lambda c: _shooting_step(space, alpha, cfg, problem, tab, c),
+        state,
+    )
+    return _shooting_output(cfg, problem, state)
+
+
+# Runge-Kutta steps that every lane of a batch takes in lockstep (each lane on its own shots)
+# before the lanes still running are finished one by one; an easy pair converges in about
+# 150 to 300 steps.
+_LOCKSTEP_STEPS = 512
+
+
+def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
+    r"""Solve :math:`\exp_{\theta_0}(v) = \theta_1` for :math:`v` by damped Newton shooting.
+
+    Multiple shooting (Stoer & Bulirsch, *Introduction to Numerical Analysis*, Sec. 7.3.5):
+    the geodesic is cut into ``num_segments`` pieces of duration 1/N whose start points and
+    velocities :math:`(x_i, u_i)` are all unknowns, matched at the junctions, with
+    :math:`x_0 = \theta_0` and the last end at the target. The exponential map's sensitivity,
+    which grows like :math:`e^{c|v|}` on negatively curved manifolds, then enters only through
+    1/N of the length, so Newton's basin is much larger than for single shooting. All the
+    segments run in one batched Runge-Kutta integration (the tableau of ``ode_solver``, with
+    the step-size control of an I controller), in coordinates rescaled by a unit per
+    coordinate (see :class:`_Shooting`).
+
+    One loop, one Runge-Kutta step per iteration; when a shot ends:
+
+    - the target moves along the segment :math:`\theta_0 + s(\theta_1 - \theta_0)`,
+      starting with :math:`s = 1` (no continuation for easy pairs);
+    - a Newton step is kept when it reduces the scaled residual, else it is halved (up to
+      ``max_backtracks`` times);
+    - when Newton stalls at a level s, the continuation step is cut by four and restarted from
+      the last converged level with a secant predictor; after a success it doubles.
+
+    Under ``jax.vmap`` the same iteration runs per pair, scheduled so that easy pairs do not
+    pay for hard ones: every pair advances through its own shots in lockstep Runge-Kutta steps
+    (one vectorized step for the whole batch, each pair at its own step size and shot) for
+    ``_LOCKSTEP_STEPS`` steps, then the pairs still running continue one at a time from
+    where they stopped. Each pair thus follows exactly the iterates of the unbatched call.
+
+    Returns ``(v, end_velocity, status, residual, num_steps, speed)``, the last being the
+    metric norm of v at ``theta_0`` (the length of the geodesic).
+    """
+    dynamic, static = eqx.partition((space, alpha, cfg), eqx.is_array)
+
+    @jax.custom_batching.custom_vmap
+    def solve(dynamic, theta_0, theta_1):
+        space, alpha, cfg = eqx.combine(dynamic, static)
+        return _shooting_single(space, alpha, theta_0, theta_1, cfg)
+
+    @solve.def_vmap
+    def _batched(axis_size, in_batched, dynamic, theta_0, theta_1):
+        del axis_size
+        args = (dynamic, theta_0, theta_1)
+        axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+
+        def start(dynamic, theta_0, theta_1):
+            space, alpha, cfg = eqx.combine(dynamic, static)
+            return _shooting_start(space, alpha, theta_0, theta_1, cfg)
+
+        def lockstep(dynamic, problem, state):
+            space, alpha, cfg = eqx.combine(dynamic, static)
+            tab = _tableau(cfg, problem.unit.dtype)
+            return jax.lax.while_loop(
+                lambda c: _shooting_running(cfg, c) & (c[_TOTAL] < _LOCKSTEP_STEPS),
+                lambda c: _shooting_step(space, alpha, cfg, problem, tab, c),
+                state,
+            )
+
+        problem, state = jax.vmap(start, in_axes=axes)(*args)
+        state = jax.vmap(lockstep, in_axes=(axes[0], 0, 0))(dynamic, problem, state)
+        cfg_any = eqx.combine(dynamic, static)[2]
+        running = jax.vmap(lambda c: _shooting_running(cfg_any, c))(state)
+        order = jnp.argsort(~running, stable=True)  # the running lanes first
+
+        def finish_one(carry):
+            k, state = carry
+            i = order[k]
+            dyn_i = jax.tree_util.tree_map(
+                lambda a, ax: a if ax is None else a[i], dynamic, axes[0]
+            )
+            space, alpha, cfg = eqx.combine(dyn_i, static)
+            tab = _tableau(cfg, problem.unit.dtype)
+            problem_i = jax.tree_util.tree_map(lambda a: a[i], problem)
+            state_i = jax.tree_util.tree_map(lambda a: a[i], state)
+            state_i = jax.lax.while_loop(
+                lambda c: _shooting_running(cfg, c),
+                lambda c: _shooting_step(space, alpha, cfg, problem_i, tab, c),
+                state_i,
+            )
+            state = jax.tree_util.tree_map(lambda a, b: a.at[i].set(b), state, state_i)
+            return k + 1, state
+
+        count = jnp.sum(running)
+        _, state = jax.lax.while_loop(lambda c: c[0] < count, finish_one, (0, state))
+        out = jax.vmap(lambda p, c: _shooting_output(cfg_any, p, c))(problem, state)
+        return out, jax.tree_util.tree_map(lambda _: True, out)
+
+    return solve(dynamic, theta_0, theta_1)
 
 
 @eqx.filter_custom_jvp
