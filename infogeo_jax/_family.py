@@ -216,6 +216,12 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         """
         theta = self.check_point(theta)
         alpha = _as_scalar(alpha, theta.dtype, "alpha")
+        sectional = self._sectional_curvature_closed_form(theta)
+        if sectional is not None:
+            g = self.fisher_information(theta)
+            eye = jnp.eye(g.shape[0], dtype=g.dtype)
+            lowered = jnp.einsum("lj,ik->lijk", eye, g) - jnp.einsum("lk,ij->lijk", eye, g)
+            return (1.0 - alpha**2) * sectional * lowered
         return _curvature.exponential_family_riemann(
             self.fisher_information(theta), self.skewness_tensor(theta), alpha
         )
@@ -238,9 +244,48 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         """
         theta = self.check_point(theta)
         alpha = _as_scalar(alpha, theta.dtype, "alpha")
+        sectional = self._sectional_curvature_closed_form(theta)
+        if sectional is not None:
+            g = self.fisher_information(theta)
+            return (1.0 - alpha**2) * sectional * (g.shape[0] - 1) * g
         return _curvature.exponential_family_ricci(
             self.fisher_information(theta), self.skewness_tensor(theta), alpha
         )
+
+    def scalar_curvature(self, theta: PointLike, alpha: ScalarLike = 0.0) -> Scalar:
+        r"""Scalar curvature :math:`g^{ik} R_{ik}` of the alpha-connection.
+
+        For an exponential family :math:`R^{(\alpha)} = (1-\alpha^2) R^{(0)}` in natural
+        coordinates. Families whose Levi-Civita sectional curvature K has a closed form (every
+        two-dimensional family: the normal, gamma and beta; the categorical, a sphere of
+        radius 2) return :math:`(1-\alpha^2)\, d(d-1) K` from it, which stays accurate where
+        the metric in natural coordinates is badly conditioned (a normal with a large mean, a
+        gamma with a large shape); the others contract :meth:`ricci_tensor`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Normal
+            >>> round(float(Normal().scalar_curvature(jnp.array([0.3, -0.5]))), 4)
+            -1.0
+        """
+        theta = self.check_point(theta)
+        alpha = _as_scalar(alpha, theta.dtype, "alpha")
+        sectional = self._sectional_curvature_closed_form(theta)
+        if sectional is not None:
+            d = theta.shape[0]
+            return (1.0 - alpha**2) * d * (d - 1) * sectional
+        return _curvature.scalar_from_ricci(
+            self.fisher_information(theta), self.ricci_tensor(theta, alpha)
+        )
+
+    def _sectional_curvature_closed_form(self, theta: Point) -> Scalar | None:
+        """Levi-Civita sectional curvature K where the family has constant-K planes.
+
+        Override in families where every tangent plane has the same sectional curvature at
+        theta (all two-dimensional families, and spaces of constant curvature); ``None`` (the
+        default) means: use the general contraction of g and T.
+        """
+        return None
 
     # ------------------------------------------------------------------ dual coordinates
     def mean_parameters(self, theta: PointLike) -> Point:

@@ -13,9 +13,11 @@ def as_point(theta: PointLike, dim: int | None = None, name: str = "theta") -> P
     """Convert ``theta`` to an inexact 1-D array and check its shape (static, at trace time).
 
     Raises:
+        TypeError: if ``theta`` is complex (parameters and tangent vectors are real).
         ValueError: if ``theta`` is not 1-D, or not of length ``dim`` when ``dim`` is known.
     """
     theta = jnp.asarray(theta)
+    check_real(theta, name)
     if not jnp.issubdtype(theta.dtype, jnp.inexact):
         theta = theta.astype(jnp.result_type(float))
     if theta.ndim != 1:
@@ -26,6 +28,41 @@ def as_point(theta: PointLike, dim: int | None = None, name: str = "theta") -> P
     if dim is not None and theta.shape[0] != dim:
         raise ValueError(f"`{name}` must have shape ({dim},), got shape {theta.shape}.")
     return theta
+
+
+def check_real(x: Array, name: str) -> None:
+    """Raise ``TypeError`` (at trace time) if ``x`` has a complex dtype."""
+    if jnp.issubdtype(jnp.asarray(x).dtype, jnp.complexfloating):
+        raise TypeError(
+            f"`{name}` must be real, got dtype {jnp.asarray(x).dtype}: the geometry of "
+            "statistical manifolds is defined on real parameters (pass the real part, or split "
+            "real and imaginary parts into separate coordinates)."
+        )
+
+
+def check_alpha(alpha, name: str = "alpha"):
+    """Validate Amari's ``alpha`` (or another real scalar argument) at trace time.
+
+    Python and NumPy numbers are returned unchanged (so that closed forms keyed on their value
+    stay available); arrays must be real and 0-dimensional.
+
+    Raises:
+        TypeError: if ``alpha`` is complex or not a number.
+        ValueError: if ``alpha`` is an array with ``ndim > 0``.
+    """
+    if isinstance(alpha, bool):
+        raise TypeError(f"`{name}` must be a real scalar, got a bool.")
+    if isinstance(alpha, (int, float)):
+        return alpha
+    arr = jnp.asarray(alpha)
+    check_real(arr, name)
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise TypeError(f"`{name}` must be a real scalar, got dtype {arr.dtype}.")
+    if arr.ndim != 0:
+        raise ValueError(
+            f"`{name}` must be a scalar, got shape {arr.shape}; use jax.vmap to batch over it."
+        )
+    return alpha
 
 
 def check_domain(theta: Point, ok: BoolScalar, message: str) -> Point:
@@ -49,6 +86,37 @@ def inverse_metric(g: Metric) -> Metric:
     """Inverse of a symmetric positive-definite matrix, symmetrized."""
     inv = solve_metric(g, jnp.eye(g.shape[0], dtype=g.dtype))
     return 0.5 * (inv + inv.T)
+
+
+def cholesky_ok(g: Metric) -> BoolScalar:
+    """Whether ``g`` is finite and numerically positive definite (its Cholesky factor exists)."""
+    chol = jnp.linalg.cholesky(g)
+    return jnp.all(jnp.isfinite(g)) & jnp.all(jnp.isfinite(chol)) & jnp.all(jnp.diag(chol) > 0)
+
+
+def check_metric(g: Metric, where: str) -> Metric:
+    r"""Raise (eagerly and under ``jit``) unless ``g`` is a usable metric.
+
+    A metric must be finite, symmetric to within :math:`\sqrt{\epsilon}\max|g|` and positive
+    definite (checked by a Cholesky factorization: a singular or indefinite matrix fails).
+    The message names the first failing condition.
+    """
+    finite = jnp.all(jnp.isfinite(g))
+    safe = jnp.where(finite, g, jnp.eye(g.shape[0], dtype=g.dtype))
+    scale = jnp.max(jnp.abs(safe))
+    tol = jnp.sqrt(jnp.finfo(g.dtype).eps) * scale
+    symmetric = jnp.all(jnp.abs(safe - safe.T) <= tol)
+    positive = cholesky_ok(0.5 * (safe + safe.T))
+    index = jnp.where(~finite, 0, jnp.where(~symmetric, 1, 2))
+    messages = [
+        f"{where} is not finite (NaN or inf) at theta.",
+        f"{where} is not symmetric at theta (|g - g^T| exceeds sqrt(eps) max|g|); a metric "
+        "must be a symmetric matrix.",
+        f"{where} is not positive definite at theta (singular or indefinite: its Cholesky "
+        "factorization fails). A Riemannian metric must be positive definite; check the "
+        "formula, and that theta lies where the metric is non-degenerate.",
+    ]
+    return eqx.branched_error_if(g, ~(finite & symmetric & positive), index, messages)
 
 
 def safe_sqrt(x: Array) -> Array:
