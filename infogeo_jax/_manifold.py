@@ -75,10 +75,18 @@ class AbstractStatisticalManifold(eqx.Module):
             equinox.EquinoxRuntimeError: if ``theta`` is outside the domain (also under ``jit``).
         """
         theta = as_point(theta, self.dim)
+        return self._check_in_domain(theta, "theta")
+
+    def _check_in_domain(self, theta: Point, name: str) -> Point:
+        """Raise (also under ``jit``) unless ``theta`` is in the domain; the message names why.
+
+        Subclasses whose points can fail for more than one reason (a float overflow inside the
+        domain, say) override this to name the real cause.
+        """
         return check_domain(
             theta,
             self.in_domain(theta),
-            f"theta is outside the parameter domain of {type(self).__name__}.",
+            f"{name} is outside the parameter domain of {type(self).__name__}.",
         )
 
     @abc.abstractmethod

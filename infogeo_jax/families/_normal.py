@@ -80,6 +80,20 @@ class Normal(AbstractExponentialFamily):
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return jnp.array([0.0, -0.5], eta.dtype)
 
+    def _closed_form_fit(self, data: Array, weights: Array) -> tuple[Point, Scalar] | None:
+        # Two-pass centered moments: mean around the first sample, then the variance of the
+        # deviations (with the rounding correction of the second pass).
+        if data.ndim != 1:
+            return None
+        x = data.astype(jnp.result_type(data.dtype, float))
+        w = weights.astype(x.dtype)
+        mean = x[0] + w @ (x - x[0])
+        dev = x - mean
+        var = w @ (dev * dev) - (w @ dev) ** 2
+        ok = jnp.isfinite(mean) & jnp.isfinite(var) & (var > 0)
+        safe = jnp.where(ok, var, 1.0)
+        return jnp.stack([mean / safe, -0.5 / safe]), ok
+
     def _sectional_curvature_closed_form(self, theta: Point) -> Scalar:
         # A hyperbolic plane: the Fisher metric in (mu, sigma) is diag(1, 2) / sigma^2.
         return jnp.asarray(-0.5, theta.dtype)
