@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -54,9 +54,9 @@ from ._manifold import AbstractStatisticalManifold
 from ._misc import (
     as_point,
     bregman_gap,
+    check_domain,
     check_metric,
     check_real,
-    check_domain,
     directional_derivatives,
     exprel,
     inverse_metric,
@@ -815,9 +815,13 @@ def fit_moments(family, data: Any, weights: Array | None, solve_kwargs: dict) ->
             f"(n, ...), n >= 1), got {jax.tree_util.tree_map(jnp.shape, data)}."
         )
     data = check_finite_data(data)
-    n = sizes.pop()
+    n = int(cast(int, sizes.pop()))
     if isinstance(data, jax.Array | np.ndarray):
-        w = jnp.full((n,), 1.0 / n, jnp.result_type(data.dtype, float)) if weights is None else weights
+        w = (
+            jnp.full((n,), 1.0 / n, jnp.result_type(data.dtype, float))
+            if weights is None
+            else weights
+        )
         closed = family._closed_form_fit(jnp.asarray(data), w)
         if closed is not None:
             theta, ok = closed
@@ -903,9 +907,7 @@ def _search_start(family, eta: Point, default: Point) -> Point:
     eye = np.eye(d)
     directions = np.concatenate([eye, -eye, np.ones((1, d)), -np.ones((1, d))])
     scales = np.array([0.5, 1.0, 2.0, 8.0])
-    probes = jnp.asarray(
-        (scales[:, None, None] * directions[None]).reshape(-1, d), eta.dtype
-    )
+    probes = jnp.asarray((scales[:, None, None] * directions[None]).reshape(-1, d), eta.dtype)
     probes = probes + default
 
     def objective(theta):

@@ -150,7 +150,9 @@ def _expected_statistic(
         eta = as_point(eta, family.dim, "E_p[T(x)]")
         rule = model.expectation
         share = tail_share(
-            rule, family.sufficient_statistic, model._base(model.check_point(params)),
+            rule,
+            family.sufficient_statistic,
+            model._base(model.check_point(params)),
             model.log_density_fn,
         )
         tol = rule._tolerance(eta.dtype) if isinstance(rule, AbstractQuadratureRule) else 1.0

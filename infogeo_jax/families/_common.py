@@ -78,8 +78,9 @@ _BERNOULLI = (
 
 
 def polygamma_remainders(x: Array) -> tuple[Array, Array]:
-    r"""Scaled remainders :math:`\hat u = x^2(\psi_1(x) - 1/x)`, :math:`\hat v = x^3(\psi_2(x) +
-    1/x^2)`, for x > 0.
+    r"""Scaled polygamma remainders, for x > 0.
+
+    :math:`\hat u = x^2(\psi_1(x) - 1/x)` and :math:`\hat v = x^3(\psi_2(x) + 1/x^2)`.
 
     Curvatures of the gamma and beta families are differences of polygamma values whose leading
     terms :math:`1/x` and :math:`-1/x^2` cancel exactly; the remainders, scaled to order one

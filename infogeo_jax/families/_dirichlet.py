@@ -133,7 +133,9 @@ class Beta(AbstractExponentialFamily):
         return dirichlet_initial(eta)
 
     def _sectional_curvature_closed_form(self, theta: Point) -> Scalar:
-        r"""Gaussian curvature :math:`K = -\frac{\psi_2(a)\psi_2(b)\psi_1(c) - \psi_2(c)
+        r"""Gaussian curvature of the beta family, in closed form.
+
+        :math:`K = -\frac{\psi_2(a)\psi_2(b)\psi_1(c) - \psi_2(c)
         (\psi_1(a)\psi_2(b) + \psi_2(a)\psi_1(b))}{4(\psi_1(a)\psi_1(b) -
         \psi_1(c)(\psi_1(a) + \psi_1(b)))^2}`, c = a + b.
 
@@ -177,7 +179,6 @@ class Beta(AbstractExponentialFamily):
         pp1, qq1, rr1 = polygamma(2, a + 1.0), polygamma(2, b + 1.0), polygamma(2, c + 1.0)
         p, q, r = p0 + p1, q0 + q1, r0 + r1
         pp, qq = pp0 + pp1, qq0 + qq1
-        rr = rr0 + rr1
         first = pp1 * qq * r + pp0 * qq1 * r + pp0 * qq0 * r1
         second = rr1 * p * qq + rr0 * p1 * qq + rr0 * p0 * qq1
         third = rr1 * q * pp + rr0 * q1 * pp + rr0 * q0 * pp1
