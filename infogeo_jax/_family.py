@@ -897,18 +897,20 @@ def _search_start(family, eta: Point, default: Point) -> Point:
     r"""A Newton starting point inside the natural domain, found from A alone.
 
     ``default`` (the family's own start, zeros for a bare log-partition) is kept when it is in
-    the domain. Otherwise a fixed stencil of probes is tried, :math:`\pm s e_i` and
-    :math:`\pm s \mathbf 1` for :math:`s \in \{1/2, 1, 2, 8\}` (the domains of the usual
-    families, e.g. :math:`\theta_2 < 0` for the normal, contain some of them), and the probe
-    inside the domain with the smallest objective :math:`A(\theta) - \langle\theta,
-    \eta\rangle` is returned (the default if none is inside: the caller then raises).
+    the domain. Otherwise a fixed stencil of probes around it and around zero is tried,
+    :math:`\pm s e_i` and :math:`\pm s \mathbf 1` for :math:`s \in \{1/2, 1, 2, 8\}` (the
+    domains of the usual families, e.g. :math:`\theta_2 < 0` for the normal, contain some of
+    them), and the probe inside the domain with the smallest objective
+    :math:`A(\theta) - \langle\theta, \eta\rangle` is returned (the default if none is
+    inside: the caller then raises).
     """
     d = eta.shape[0]
     eye = np.eye(d)
     directions = np.concatenate([eye, -eye, np.ones((1, d)), -np.ones((1, d))])
     scales = np.array([0.5, 1.0, 2.0, 8.0])
     probes = jnp.asarray((scales[:, None, None] * directions[None]).reshape(-1, d), eta.dtype)
-    probes = probes + default
+    centers = jnp.stack([jnp.where(jnp.isfinite(default), default, 0.0), jnp.zeros_like(eta)])
+    probes = jnp.concatenate([centers, (centers[:, None, :] + probes[None]).reshape(-1, d)])
 
     def objective(theta):
         value = family._raw_log_partition(theta) - theta @ eta

@@ -153,7 +153,8 @@ def bregman_gap(fn, x: Array, y: Array) -> Array:
     - integral: Taylor's remainder :math:`B = \int_0^1 (1 - t)\,\phi''(t)\,dt`,
       :math:`\phi(t) = F(y + t(x - y))`, by 16-node Gauss-Legendre quadrature of the second
       directional derivative (nested forward mode), with no cancellation; its error is
-      estimated by the difference from the 8-node rule.
+      estimated by the difference from the 8-node rule, and the route is used only when
+      that estimate is below :math:`\sqrt\epsilon` relative (a nearly constant integrand).
 
     The integral is exact to rounding for nearby points (the integrand is then almost
     constant), which is where the direct form fails.
@@ -180,7 +181,8 @@ def bregman_gap(fn, x: Array, y: Array) -> Array:
     fine = gauss(16)
     coarse = gauss(8)
     integral_error = jnp.abs(fine - coarse) + 4 * eps * jnp.abs(fine)
-    use_integral = integral_error < direct_error
+    converged = integral_error <= jnp.sqrt(eps) * jnp.abs(fine)
+    use_integral = converged & (integral_error < direct_error)
     return jnp.where(use_integral, fine, direct)
 
 

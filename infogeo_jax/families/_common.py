@@ -129,7 +129,9 @@ def inverse_digamma(y: Array, num_steps: int = 6) -> Array:
     x = jnp.where(y >= -2.22, jnp.exp(y) + 0.5, -1.0 / (y + 0.5772156649015329))
 
     def step(x, _):
-        return x - (jax.scipy.special.digamma(x) - y) / jax.scipy.special.polygamma(1, x), None
+        new = x - (jax.scipy.special.digamma(x) - y) / jax.scipy.special.polygamma(1, x)
+        # Newton may overshoot below zero for very negative y (tiny x): halve x instead.
+        return jnp.where(new > 0, new, 0.5 * x), None
 
     x, _ = jax.lax.scan(step, x, None, length=num_steps)
     return x

@@ -137,7 +137,10 @@ class MultivariateNormal(AbstractExponentialFamily):
         bias = w @ dev
         cov = (dev * w[:, None]).T @ dev - jnp.outer(bias, bias)
         cov = 0.5 * (cov + cov.T)
-        ok = jnp.all(jnp.isfinite(mean)) & cholesky_ok(cov)
+        # Numerically singular (collinear data): a pivot at the rounding level of the diagonal.
+        pivots = jnp.diag(jnp.linalg.cholesky(cov)) ** 2
+        floor = self.num_dims * jnp.finfo(cov.dtype).eps * jnp.max(jnp.diag(cov))
+        ok = jnp.all(jnp.isfinite(mean)) & cholesky_ok(cov) & jnp.all(pivots > 64 * floor)
         safe = jnp.where(ok, cov, jnp.eye(self.num_dims, dtype=cov.dtype))
         return self.from_usual(mean, safe), ok
 
