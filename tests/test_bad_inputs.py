@@ -66,13 +66,14 @@ class Case:
     args: tuple
     outcome: Err | Val | Limit
     jit: bool = True
+    slow: bool = False
 
 
 CASES: list[Case] = []
 
 
-def case(id_, fn, args, outcome, jit=True):
-    CASES.append(Case(id_, fn, tuple(args), outcome, jit))
+def case(id_, fn, args, outcome, jit=True, slow=False):
+    CASES.append(Case(id_, fn, tuple(args), outcome, jit, slow))
 
 
 def a(*values, dtype=jnp.float64):
@@ -589,7 +590,14 @@ for name, metric in METRICS.items():
     case(f"metric-{name}-scalar", man.scalar_curvature, [p0], err)
     case(f"metric-{name}-christoffel", man.christoffel_symbols, [p0], err)
     case(f"metric-{name}-norm", lambda t, m=man: m.norm(t, a(0.0, 1.0)), [p0], err)
-    case(f"metric-{name}-log-map", lambda t, m=man: m.log_map(t, t + 0.5), [p0], err, jit=False)
+    case(
+        f"metric-{name}-log-map",
+        lambda t, m=man: m.log_map(t, t + 0.5),
+        [p0],
+        err,
+        jit=False,
+        slow=name != "indefinite",
+    )
 case(
     "metric-wrong-shape",
     ig.StatisticalManifold(lambda t: jnp.eye(3)).metric,
@@ -803,7 +811,9 @@ _ids = [c.id for c in CASES]
 assert len(_ids) == len(set(_ids)), [i for i in _ids if _ids.count(i) > 1]
 
 
-@pytest.mark.parametrize("c", CASES, ids=_ids)
+@pytest.mark.parametrize(
+    "c", [pytest.param(c, marks=pytest.mark.slow) if c.slow else c for c in CASES], ids=_ids
+)
 def test_eager(c):
     _check(c, jit=False)
 
