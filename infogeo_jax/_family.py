@@ -276,6 +276,9 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         sectional = self._sectional_curvature_closed_form(theta)
         if sectional is not None:
             d = theta.shape[0]
+            # Keep the value tied to the checked theta: a constant K would let jit drop the
+            # domain check.
+            sectional = jnp.where(jnp.all(jnp.isfinite(theta)), sectional, jnp.nan)
             return (1.0 - alpha**2) * d * (d - 1) * sectional
         return _curvature.scalar_from_ricci(
             self.fisher_information(theta), self.ricci_tensor(theta, alpha)
