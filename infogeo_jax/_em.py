@@ -32,7 +32,12 @@ import jax.numpy as jnp
 from jaxtyping import Int
 
 from ._custom_types import Array, Float, PRNGKeyArray, Sample, Scalar
-from ._family import AbstractExponentialFamily, _default_tolerance
+from ._family import (
+    AbstractExponentialFamily,
+    _default_tolerance,
+    _degenerate_message,
+    check_finite_data,
+)
 from ._projection import RESULTS
 
 
@@ -196,6 +201,7 @@ def _statistics(component, data) -> tuple[Array, Array]:
         raise ValueError(
             f"`data` must have a leading sample axis with at least one sample, got {data.shape}."
         )
+    data = check_finite_data(data)
     stat = jax.vmap(component.sufficient_statistic)(data)
     log_h = jax.vmap(component.log_base_measure)(data)
     return stat, jnp.broadcast_to(log_h, stat.shape[:1]).astype(stat.dtype)
@@ -209,13 +215,28 @@ def _e_step(component, weights, theta, stat, log_h, sample_weights):
     return resp, sample_weights @ log_marginal
 
 
-def _m_step(component, theta_old, stat, resp, sample_weights):
-    """Moment matching (the m-projection onto the model manifold), with a degeneracy guard."""
+def _m_step(component, theta_old, stat, resp, sample_weights, data=None):
+    """Moment matching (the m-projection onto the model manifold), with a degeneracy guard.
+
+    Families with a centered closed form (the normal families) fit each component from the
+    data with its responsibilities as weights; the others average T(x) and invert grad A.
+    """
     weighted = resp * sample_weights[:, None]
     mass = jnp.sum(weighted, axis=0)
     tiny = jnp.finfo(stat.dtype).tiny ** 0.5
     safe_mass = jnp.where(mass > tiny, mass, 1.0)
-    eta = (weighted.T @ stat) / safe_mass[:, None]
+    weights = mass / jnp.sum(mass)
+    if data is not None:
+        closed = jax.vmap(lambda w: component._closed_form_fit(data, w))(
+            (weighted / safe_mass[None, :]).T
+        )
+        if closed is not None:
+            theta, ok = closed
+            ok = ok & (mass > tiny) & jnp.all(jnp.isfinite(theta), axis=1)
+            theta = jnp.where(ok[:, None], theta.astype(theta_old.dtype), theta_old)
+            return weights, theta, jnp.all(ok)
+    shift = jax.lax.stop_gradient(stat[0])
+    eta = shift + (weighted.T @ (stat - shift)) / safe_mass[:, None]
     eta_old = jax.vmap(jax.grad(component._raw_log_partition))(theta_old)
     ok = (mass > tiny) & jax.vmap(component.in_mean_domain)(eta)
     ok = ok & jnp.all(jnp.isfinite(eta), axis=1)
@@ -231,7 +252,6 @@ def _m_step(component, theta_old, stat, resp, sample_weights):
     solved = jnp.all(jnp.abs(residual) <= tol * (1 + jnp.abs(eta)), axis=1)
     ok = ok & solved & jnp.all(jnp.isfinite(theta), axis=1)
     theta = jnp.where(ok[:, None], theta, theta_old)
-    weights = mass / jnp.sum(mass)
     return weights, theta, jnp.all(ok)
 
 
@@ -302,6 +322,7 @@ def em(
     stat, log_h = _statistics(component, data)
     dtype = jnp.result_type(stat.dtype, theta.dtype)
     stat, log_h, weights, theta = (a.astype(dtype) for a in (stat, log_h, weights, theta))
+    fit_data = check_finite_data(jnp.asarray(data))
     n = stat.shape[0]
     if sample_weights is None:
         sw = jnp.full((n,), 1.0 / n, dtype)
@@ -324,7 +345,7 @@ def em(
         else:
             converged = jnp.abs(ll - previous) < tol
         done = done | converged | ~jnp.isfinite(ll)
-        new_weights, new_theta, ok = _m_step(component, theta, stat, resp, sw)
+        new_weights, new_theta, ok = _m_step(component, theta, stat, resp, sw, fit_data)
         keep = done | ~ok
         weights = jnp.where(keep, weights, new_weights)
         theta = jnp.where(keep, theta, new_theta)
@@ -401,8 +422,9 @@ def init_mixture(
     Raises:
         ValueError: if there are fewer observations than components or ``smoothing`` is not
             in (0, 1].
-        equinox.EquinoxRuntimeError: if the data are degenerate for the family (no member
-            matches their moments, e.g. constant data for a normal family).
+        equinox.EquinoxRuntimeError: if the data contain NaN or inf, or are degenerate for
+            the family (no member matches the moments of a component, e.g. constant data for a
+            normal family); also under ``jit``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -439,6 +461,17 @@ def init_mixture(
     resp = (1 - smoothing) * hard + smoothing / num_components
     weighted = resp / n
     mass = jnp.sum(weighted, axis=0)
-    eta = (weighted.T @ stat) / mass[:, None]
-    theta = jax.vmap(component.natural_parameters)(eta)
+    data = jnp.asarray(data)
+    closed = jax.vmap(lambda w: component._closed_form_fit(data, w))((weighted / mass).T)
+    name = type(component).__name__
+    if closed is not None:
+        theta, ok = closed
+        theta = eqx.error_if(theta, ~jnp.all(ok), _degenerate_message(name))
+    else:
+        shift = jax.lax.stop_gradient(stat[0])
+        eta = shift + (weighted.T @ (stat - shift)) / mass[:, None]
+        eta = eqx.error_if(
+            eta, ~jnp.all(jax.vmap(component.in_mean_domain)(eta)), _degenerate_message(name)
+        )
+        theta = jax.vmap(component.natural_parameters)(eta)
     return mass / jnp.sum(mass), theta

@@ -485,6 +485,28 @@ class Quadrature(AbstractQuadratureRule):
         return x, log_c, valid
 
 
+def tail_share(rule: AbstractExpectation, fn, theta: Point, log_density: LogDensity) -> Array:
+    r"""Share of :math:`E[\mathrm{fn}]` carried by the outermost nodes of a :class:`Quadrature`.
+
+    The double-exponential terms :math:`c_k p(x_k) f(x_k)` of a convergent integral decay
+    towards both ends of the grid; a moment that diverges (or converges too slowly to be
+    resolved within the rule's range) keeps terms of the size of the sum there. Returns the
+    largest ratio, over the components of ``fn`` (a 1-D array), of the three outermost terms at
+    either end to the sum of the absolute terms; zero for other rules.
+    """
+    if not isinstance(rule, Quadrature):
+        return jnp.zeros((), _float_dtype(theta))
+    x, w, _, _ = rule._weights(theta, log_density)
+    values = jnp.reshape(jax.vmap(fn)(x), (x.shape[0], -1))
+    positive = (w > 0)[:, None]
+    terms = jnp.where(positive, jnp.abs(w[:, None] * values), 0.0)
+    terms = jnp.where(jnp.isfinite(terms), terms, 0.0)
+    total = jnp.sum(terms, axis=0)
+    ends = jnp.concatenate([terms[:3], terms[-3:]], axis=0)
+    share = jnp.max(ends, axis=0) / jnp.where(total > 0, total, 1.0)
+    return jnp.max(share)
+
+
 class TensorProduct(AbstractQuadratureRule):
     r"""Tensor product of deterministic rules for small multivariate sample spaces.
 

@@ -30,7 +30,15 @@ from ._custom_types import (
     Tensor3,
     Tensor4,
 )
-from ._misc import as_point, check_domain, finite_and_in_domain, safe_sqrt, solve_metric
+from ._misc import (
+    as_point,
+    check_alpha,
+    check_domain,
+    check_metric,
+    finite_and_in_domain,
+    safe_sqrt,
+    solve_metric,
+)
 from .geometry import _curvature, _geodesic
 from .geometry._geodesic import RESULTS, GeodesicSolver, LogMapSolution
 
@@ -67,10 +75,18 @@ class AbstractStatisticalManifold(eqx.Module):
             equinox.EquinoxRuntimeError: if ``theta`` is outside the domain (also under ``jit``).
         """
         theta = as_point(theta, self.dim)
+        return self._check_in_domain(theta, "theta")
+
+    def _check_in_domain(self, theta: Point, name: str) -> Point:
+        """Raise (also under ``jit``) unless ``theta`` is in the domain; the message names why.
+
+        Subclasses whose points can fail for more than one reason (a float overflow inside the
+        domain, say) override this to name the real cause.
+        """
         return check_domain(
             theta,
             self.in_domain(theta),
-            f"theta is outside the parameter domain of {type(self).__name__}.",
+            f"{name} is outside the parameter domain of {type(self).__name__}.",
         )
 
     @abc.abstractmethod
@@ -110,6 +126,7 @@ class AbstractStatisticalManifold(eqx.Module):
             Amari & Nagaoka, *Methods of Information Geometry* (2000), Eq. (2.27).
         """
         theta = self.check_point(theta)
+        alpha = check_alpha(alpha)
         skew = self.skewness_tensor if self._has_skewness() else None
         return _curvature.christoffel_first_kind(self.metric, skew, theta, alpha)
 
@@ -149,6 +166,7 @@ class AbstractStatisticalManifold(eqx.Module):
             Array of shape ``(dim, dim, dim, dim)``.
         """
         theta = self.check_point(theta)
+        alpha = check_alpha(alpha)
         skew = self.skewness_tensor if self._has_skewness() else None
         return _curvature.riemann_from_metric(self.metric, skew, theta, alpha)
 
@@ -178,6 +196,12 @@ class AbstractStatisticalManifold(eqx.Module):
 
         .. math::
             K(u, v) = \frac{g(R(u, v) v, u)}{g(u,u) g(v,v) - g(u,v)^2}.
+
+        Raises:
+            ValueError: on shape errors or a non-scalar ``alpha``.
+            RuntimeError: (``equinox.EquinoxRuntimeError``) if ``u`` and ``v`` do not span a
+                plane (zero or parallel to within rounding:
+                :math:`g(u,u)g(v,v) - g(u,v)^2 \le 64\epsilon\, g(u,u) g(v,v)`).
         """
         theta = self.check_point(theta)
         u = as_point(u, theta.shape[0], "u")
@@ -654,13 +678,28 @@ class StatisticalManifold(AbstractStatisticalManifold):
         return finite_and_in_domain(theta, self.in_domain_fn)
 
     def metric(self, theta: PointLike) -> Metric:
-        """The user's metric at ``theta``, shape ``(dim, dim)``."""
+        r"""The user's metric at ``theta``, shape ``(dim, dim)``.
+
+        Checked at every evaluation (eagerly and under ``jit``): it must be finite, symmetric
+        (to within :math:`\sqrt{\epsilon}\max|g|`) and positive definite, otherwise an
+        ``equinox.EquinoxRuntimeError`` names the failing condition; every derived quantity
+        (curvature, geodesics, norms) goes through this check.
+
+        Raises:
+            ValueError: if ``metric(theta)`` does not have shape ``(dim, dim)``.
+            TypeError: if it is complex.
+            RuntimeError: if it is not finite, not symmetric or not positive definite.
+        """
         theta = self.check_point(theta)
         g = jnp.asarray(self.metric_fn(theta))
         d = theta.shape[0]
         if g.shape != (d, d):
             raise ValueError(f"`metric(theta)` must have shape ({d}, {d}), got {g.shape}.")
-        return g
+        if jnp.issubdtype(g.dtype, jnp.complexfloating):
+            raise TypeError(f"`metric(theta)` must be real, got dtype {g.dtype}.")
+        if not jnp.issubdtype(g.dtype, jnp.inexact):
+            g = g.astype(theta.dtype)
+        return check_metric(g, "`metric(theta)`")
 
     def skewness_tensor(self, theta: PointLike) -> Tensor3:
         """The user's skewness tensor at ``theta`` (zero when none was given)."""

@@ -41,9 +41,15 @@ import jax.numpy as jnp
 from jaxtyping import Int
 
 from ._custom_types import Array, Float, Metric, Point, PointLike, Sample, Scalar
-from ._expectation import AbstractExpectation
-from ._family import AbstractExponentialFamily, _default_tolerance
-from ._misc import as_point, solve_metric
+from ._expectation import AbstractExpectation, AbstractQuadratureRule, tail_share
+from ._family import (
+    AbstractExponentialFamily,
+    _default_tolerance,
+    check_finite_data,
+    fit_moments,
+    shifted_mean,
+)
+from ._misc import as_point, check_real, solve_metric
 from ._model import StatisticalModel
 
 # ---------------------------------------------------------------------------------- results
@@ -133,31 +139,63 @@ def _expected_statistic(
     if eta is not None:
         return as_point(eta, family.dim, "eta")
     if samples is not None:
-        stats = jax.vmap(family.sufficient_statistic)(jnp.asarray(samples))
-        if weights is None:
-            return jnp.mean(stats, axis=0)
-        w = jnp.asarray(weights, stats.dtype)
-        if w.shape != stats.shape[:1]:
-            raise ValueError(
-                f"`weights` must have shape ({stats.shape[0]},) (one per sample), got {w.shape}."
-            )
-        w = eqx.error_if(
-            w,
-            jnp.any(w < 0) | ~(jnp.sum(w) > 0),
-            "`weights` must be non-negative with a positive sum.",
-        )
-        return w @ stats / jnp.sum(w)
+        samples, w = _samples_and_weights(samples, weights)
+        stats = jax.vmap(family.sufficient_statistic)(samples)
+        return shifted_mean(stats, w)
     if model is not None:
         assert params is not None
         if not isinstance(model, StatisticalModel):
             raise TypeError(f"`model` must be a StatisticalModel, got {type(model).__name__}.")
         eta = jnp.atleast_1d(jnp.asarray(model.expect(family.sufficient_statistic, params)))
-        return as_point(eta, family.dim, "E_p[T(x)]")
+        eta = as_point(eta, family.dim, "E_p[T(x)]")
+        rule = model.expectation
+        share = tail_share(
+            rule,
+            family.sufficient_statistic,
+            model._base(model.check_point(params)),
+            model.log_density_fn,
+        )
+        tol = rule._tolerance(eta.dtype) if isinstance(rule, AbstractQuadratureRule) else 1.0
+        return eqx.error_if(
+            eta,
+            ~(share <= tol),
+            "E_p[T(x)] does not converge under the model's Quadrature rule: its outermost "
+            "nodes carry more than normalization_tolerance of the integral, so a moment that "
+            f"{type(family).__name__} matches is infinite under p (e.g. the variance of a "
+            "Student t with df <= 2) or too heavy-tailed to be resolved; the m-projection "
+            "does not exist (or cannot be computed accurately).",
+        )
     assert expectation is not None
     if not callable(expectation):
         raise TypeError("`expectation` must be a callable fn -> E_p[fn(x)].")
     eta = jnp.atleast_1d(jnp.asarray(expectation(family.sufficient_statistic)))
     return as_point(eta, family.dim, "E_p[T(x)]")
+
+
+def _samples_and_weights(samples: Any, weights: Any) -> tuple[Array, Array | None]:
+    """Validated samples (finite, at least one) and weights normalized to sum to one."""
+    samples = jnp.asarray(samples)
+    if samples.ndim < 1 or samples.shape[0] < 1:
+        raise ValueError(
+            "`samples` must have a leading sample axis with at least one sample, got shape "
+            f"{samples.shape}."
+        )
+    samples = check_finite_data(samples)
+    if weights is None:
+        return samples, None
+    w = jnp.asarray(weights)
+    check_real(w, "weights")
+    w = w.astype(jnp.result_type(w.dtype, samples.dtype, float))
+    if w.shape != samples.shape[:1]:
+        raise ValueError(
+            f"`weights` must have shape ({samples.shape[0]},) (one per sample), got {w.shape}."
+        )
+    w = eqx.error_if(
+        w,
+        jnp.any(w < 0) | ~(jnp.sum(w) > 0) | ~jnp.all(jnp.isfinite(w)),
+        "`weights` must be finite and non-negative with a positive sum.",
+    )
+    return samples, w / jnp.sum(w)
 
 
 def _check_family(family: Any) -> None:
@@ -457,7 +495,12 @@ def m_projection(
     Raises:
         ValueError: if the target is not given in exactly one way, or shapes do not match.
         equinox.EquinoxRuntimeError: if :math:`E_p[T]` is outside the mean domain (e.g. data
-            with zero variance for a normal family: the projection does not exist).
+            with zero variance for a normal family: the projection does not exist), if the
+            samples or weights contain NaN or inf, or if a moment of a ``model`` target does
+            not converge under its :class:`Quadrature` rule (an infinite variance).
+
+    Samples are fitted with centered moments where the family allows (the normal families
+    fit the mean and the two-pass covariance, with no :math:`E[x^2] - E[x]^2` cancellation).
 
     Example:
         >>> import jax.numpy as jnp
@@ -470,6 +513,9 @@ def m_projection(
         Amari & Nagaoka (2000), Theorem 3.8; Amari (2016), Theorem 1.4 (projection theorem).
     """
     _check_family(family)
+    if samples is not None and eta is None and model is None and expectation is None:
+        data, w = _samples_and_weights(samples, weights)
+        return fit_moments(family, data, w, solve_kwargs)
     eta = _expected_statistic(family, eta, samples, weights, model, params, expectation)
     return family.natural_parameters(eta, **solve_kwargs)
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._custom_types import (
+    Array,
+    Metric,
+    Point,
+    PointLike,
+    PRNGKeyArray,
+    Sample,
+    Scalar,
+    Tensor3,
+)
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
-from ._common import check_mean, sphere_distance
+from ._common import check_mean, logit_distance
 
 
 class Bernoulli(AbstractExponentialFamily):
@@ -50,9 +59,16 @@ class Bernoulli(AbstractExponentialFamily):
 
     # closed-form overrides (checked against autodiff in the tests)
     def fisher_information(self, theta: PointLike) -> Metric:
+        # sigmoid(t) sigmoid(-t), not mu (1 - mu): accurate for logits of any size.
         theta = self.check_point(theta)
-        mu = jax.nn.sigmoid(theta[0])
-        return jnp.reshape(mu * (1 - mu), (1, 1))
+        return jnp.reshape(jax.nn.sigmoid(theta[0]) * jax.nn.sigmoid(-theta[0]), (1, 1))
+
+    def skewness_tensor(self, theta: PointLike) -> Tensor3:
+        # mu (1 - mu) (1 - 2 mu) = sigmoid(t) sigmoid(-t) tanh(-t / 2), no cancellation.
+        theta = self.check_point(theta)
+        t = theta[0]
+        value = jax.nn.sigmoid(t) * jax.nn.sigmoid(-t) * jnp.tanh(-0.5 * t)
+        return jnp.reshape(value, (1, 1, 1))
 
     def mean_parameters(self, theta: PointLike) -> Point:
         return jax.nn.sigmoid(self.check_point(theta))
@@ -76,15 +92,14 @@ class Bernoulli(AbstractExponentialFamily):
     ) -> Scalar:
         r"""Closed-form Fisher-Rao distance.
 
-        :math:`2\arccos(\sqrt{p_0 p_1} + \sqrt{(1-p_0)(1-p_1)})` (Rao 1945).
+        :math:`2\arccos(\sqrt{p_0 p_1} + \sqrt{(1-p_0)(1-p_1)})` (Rao 1945), evaluated as
+        :math:`2|\arctan e^{\theta_1/2} - \arctan e^{\theta_0/2}|` in log space, accurate to
+        a few ulps relative for logits of any size.
 
         ``solver`` and ``throw`` are ignored (see the base method).
         """
         del solver, throw
-        p0 = jax.nn.sigmoid(self.check_point(theta_0)[0])
-        p1 = jax.nn.sigmoid(self.check_point(theta_1)[0])
-        root = lambda p: jnp.sqrt(jnp.stack([p, 1.0 - p]))
-        return sphere_distance(root(p0), root(p1))
+        return logit_distance(self.check_point(theta_0)[0], self.check_point(theta_1)[0])
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         theta = self.check_point(theta)

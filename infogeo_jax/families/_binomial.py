@@ -6,11 +6,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
-from ._common import as_float, check_mean, sphere_distance
+from ._common import as_float, check_mean, logit_distance
 
 
 class Binomial(AbstractExponentialFamily):
@@ -78,10 +78,13 @@ class Binomial(AbstractExponentialFamily):
         ``solver`` and ``throw`` are ignored (see the base method).
         """
         del solver, throw
-        p0 = jax.nn.sigmoid(self.check_point(theta_0)[0])
-        p1 = jax.nn.sigmoid(self.check_point(theta_1)[0])
-        root = lambda p: jnp.sqrt(jnp.stack([p, 1.0 - p]))
-        return jnp.sqrt(float(self.num_trials)) * sphere_distance(root(p0), root(p1))
+        t0, t1 = self.check_point(theta_0)[0], self.check_point(theta_1)[0]
+        return jnp.sqrt(float(self.num_trials)) * logit_distance(t0, t1)
+
+    def fisher_information(self, theta: PointLike) -> Metric:
+        # n sigmoid(t) sigmoid(-t): accurate for logits of any size.
+        t = self.check_point(theta)[0]
+        return jnp.reshape(self.num_trials * jax.nn.sigmoid(t) * jax.nn.sigmoid(-t), (1, 1))
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         theta = self.check_point(theta)

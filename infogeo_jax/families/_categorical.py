@@ -6,7 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
@@ -65,6 +65,27 @@ class Categorical(AbstractExponentialFamily):
 
     def mean_parameters(self, theta: PointLike) -> Point:
         return self.probabilities(theta)[:-1]
+
+    def fisher_information(self, theta: PointLike) -> Metric:
+        r"""Closed form :math:`g_{ij} = p_i(\delta_{ij} - p_j)`, i, j < k - 1.
+
+        The diagonal is :math:`p_i (1 - p_i)` with :math:`1 - p_i` summed over the other
+        classes in log space, accurate for extreme logits (no cancellation near p = 1).
+        """
+        theta = self.check_point(theta)
+        logits = self._full_logits(theta)
+        log_p = jax.nn.log_softmax(logits)
+        p = jnp.exp(log_p)[:-1]
+        d = self.dim
+        others = jnp.where(jnp.eye(d, self.num_classes, dtype=bool), -jnp.inf, logits[None, :])
+        log_rest = jax.nn.logsumexp(others, axis=1) - jax.nn.logsumexp(logits)
+        g = -jnp.outer(p, p)
+        diagonal = jnp.exp(log_p[:-1] + log_rest)
+        return g.at[jnp.arange(d), jnp.arange(d)].set(diagonal)
+
+    def _sectional_curvature_closed_form(self, theta: Point) -> Scalar:
+        # p -> 2 sqrt(p) maps the simplex onto a sphere of radius 2: K = 1 / 4.
+        return jnp.asarray(0.25, theta.dtype)
 
     def natural_parameters(self, eta: PointLike, **kwargs) -> Point:
         r"""Closed form :math:`\theta_i = \log\eta_i - \log(1 - \sum_j\eta_j)`."""

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
-from ._common import as_float
+from ._common import as_float, polygamma_remainders
 
 
 class Gamma(AbstractExponentialFamily):
@@ -21,7 +21,8 @@ class Gamma(AbstractExponentialFamily):
     :math:`\eta_1 < \log\eta_2` (Jensen). The inverse of grad A has no closed form: Newton starts
     from Minka's approximation :math:`k \approx (3 - s + \sqrt{(s-3)^2 + 24s})/(12s)`,
     :math:`s = \log\eta_2 - \eta_1` (Minka, *Estimating a Gamma distribution*, 2002).
-    The scalar curvature is :math:`(\psi_1 + k\psi_2) / (2 (k\psi_1 - 1)^2)` (Amari 1985).
+    The scalar curvature is :math:`(\psi_1 + k\psi_2) / (2 (k\psi_1 - 1)^2)` (Amari 1985), computed
+    from polygamma remainders without cancellation (it tends to -1 as :math:`k \to \infty`).
     """
 
     @property
@@ -51,6 +52,13 @@ class Gamma(AbstractExponentialFamily):
         theta = self.check_point(theta)
         k, rate = theta[0], -theta[1]
         return jnp.stack([jax.scipy.special.digamma(k) - jnp.log(rate), k / rate])
+
+    def _sectional_curvature_closed_form(self, theta: Point) -> Scalar:
+        # K = (psi1 + k psi2) / (4 (k psi1 - 1)^2) with psi1 = 1/k + u, psi2 = -1/k^2 + v:
+        # k psi1 - 1 = k u and psi1 + k psi2 = u + k v, so with the scaled remainders
+        # uh = k^2 u, vh = k^3 v: K = (uh + vh) / (4 uh^2), no cancellation at large shape.
+        uh, vh = polygamma_remainders(theta[0])
+        return (uh + vh) / (4.0 * uh**2)
 
     def _initial_natural_parameters(self, eta: Point) -> Point:
         s = jnp.log(eta[1]) - eta[0]

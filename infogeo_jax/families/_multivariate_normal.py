@@ -9,7 +9,7 @@ import numpy as np
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
-from .._misc import as_point
+from .._misc import as_point, cholesky_ok
 from ._common import as_float, check_mean
 
 
@@ -124,6 +124,25 @@ class MultivariateNormal(AbstractExponentialFamily):
         )
         mean, cov = self._mean_to_usual(eta)
         return self.from_usual(mean, cov)
+
+    def _closed_form_fit(self, data: Array, weights: Array) -> tuple[Point, Scalar] | None:
+        # Two-pass centered moments: the mean around the first sample, then the covariance of
+        # the deviations (no E[x x^T] - mu mu^T cancellation).
+        if data.ndim != 2 or data.shape[1] != self.num_dims:
+            return None
+        x = data.astype(jnp.result_type(data.dtype, float))
+        w = weights.astype(x.dtype)
+        mean = x[0] + w @ (x - x[0])
+        dev = x - mean
+        bias = w @ dev
+        cov = (dev * w[:, None]).T @ dev - jnp.outer(bias, bias)
+        cov = 0.5 * (cov + cov.T)
+        # Numerically singular (collinear data): a pivot at the rounding level of the diagonal.
+        pivots = jnp.diag(jnp.linalg.cholesky(cov)) ** 2
+        floor = self.num_dims * jnp.finfo(cov.dtype).eps * jnp.max(jnp.diag(cov))
+        ok = jnp.all(jnp.isfinite(mean)) & cholesky_ok(cov) & jnp.all(pivots > 64 * floor)
+        safe = jnp.where(ok, cov, jnp.eye(self.num_dims, dtype=cov.dtype))
+        return self.from_usual(mean, safe), ok
 
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return self.from_usual(

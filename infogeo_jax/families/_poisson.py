@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
 from ._common import as_float, check_mean
+
+
+def _log_max(dtype) -> float:
+    """Largest theta with exp(theta) finite in ``dtype``."""
+    return float(np.log(np.finfo(dtype).max))
 
 
 class Poisson(AbstractExponentialFamily):
@@ -30,6 +37,22 @@ class Poisson(AbstractExponentialFamily):
 
     def _raw_log_partition(self, theta: Point) -> Scalar:
         return jnp.exp(theta[0])
+
+    def in_domain(self, theta: Point) -> Scalar:
+        # The natural domain is all of R; exp(theta) must also stay below the float range.
+        return jnp.all(jnp.isfinite(theta)) & jnp.all(theta < _log_max(theta.dtype))
+
+    def _check_in_domain(self, theta: Point, name: str) -> Point:
+        finite = jnp.all(jnp.isfinite(theta))
+        limit = _log_max(theta.dtype)
+        messages = [
+            f"{name} is outside the parameter domain of Poisson ({name} must be finite).",
+            f"{name}: exp({name}) overflows {jnp.dtype(theta.dtype).name} (the rate exceeds the "
+            f"largest float, {name} > {limit:.2f}); the natural domain is all of R, but the "
+            "rate and every quantity of this family are exp(theta).",
+        ]
+        bad = ~self.in_domain(theta)
+        return eqx.branched_error_if(theta, bad, jnp.where(finite, 1, 0), messages)
 
     def in_mean_domain(self, eta: Point) -> Scalar:
         return jnp.all(jnp.isfinite(eta) & (eta > 0))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -144,7 +145,16 @@ def sectional_from_riemann(g: Metric, riemann: Tensor4, u: Tangent, v: Tangent) 
     guu = u @ g @ u
     gvv = v @ g @ v
     guv = u @ g @ v
-    return numerator / (guu * gvv - guv**2)
+    area2 = guu * gvv - guv**2
+    eps = jnp.finfo(area2.dtype).eps
+    degenerate = ~(area2 > 64 * eps * jnp.abs(guu * gvv))
+    area2 = eqx.error_if(
+        area2,
+        degenerate,
+        "sectional_curvature: u and v do not span a plane (one is zero, or they are parallel "
+        "to within rounding); pass two linearly independent tangent vectors.",
+    )
+    return numerator / area2
 
 
 def exponential_family_riemann(g: Metric, t: Tensor3, alpha: ScalarLike) -> Tensor4:
