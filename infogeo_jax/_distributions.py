@@ -248,7 +248,7 @@ class DistributionDomain(eqx.Module):
                     continue
                 try:
                     bijector = prop.default_constraining_bijector_fn()
-                    inverse = bijector.inverse(jnp.asarray(value, d.dtype))
+                    inverse = bijector.inverse(jnp.asarray(value))
                 except (NotImplementedError, TypeError, ValueError):
                     continue
                 ok = ok & jnp.all(jnp.isfinite(inverse))

@@ -128,7 +128,7 @@ def _check_exact(make, name):
     model = StatisticalModel.from_distribution(make, example=u)
     assert isinstance(model.expectation, rule)
     expected = family.reparameterize(to_theta).fisher_information(u)
-    close(model.fisher_information(u), expected)
+    close(eqx.filter_jit(model.fisher_information)(u), expected)
     return model
 
 
@@ -153,14 +153,14 @@ def _check_monte_carlo(make, family, to_theta, point, num_samples=4096):
     u = jnp.asarray(point)
     model = StatisticalModel.from_distribution(make, example=u, num_samples=num_samples)
     assert isinstance(model.expectation, MonteCarlo)
-    fisher = model.fisher_information(u)
+    fisher = eqx.filter_jit(model.fisher_information)(u)
     score = jax.grad(model.log_density_fn)
 
     def outer(x):
         s = score(u, x)
         return jnp.outer(s, s)
 
-    stderr = model.expectation.standard_error(outer, u, model.log_density_fn)
+    stderr = eqx.filter_jit(model.expectation.standard_error)(outer, u, model.log_density_fn)
     expected = family.reparameterize(to_theta).fisher_information(u)
     # Five standard errors elementwise (the estimate is unbiased).
     assert np.all(np.abs(np.asarray(fisher - expected)) <= 5 * np.asarray(stderr) + 1e-12)
@@ -174,7 +174,7 @@ def test_numpyro_poisson_monte_carlo_and_exact_rule():
     # With a finite rule the same model is exact (tail mass beyond 80 below 1e-50).
     rule = FiniteSupport(jnp.arange(80), normalization_tolerance=1e-12)
     model = StatisticalModel.from_distribution(make, rule)
-    close(model.fisher_information(u), [[1.0 / 3.5]])  # 1 / lambda
+    close(eqx.filter_jit(model.fisher_information)(u), [[1.0 / 3.5]])  # 1 / lambda
 
 
 def test_numpyro_dirichlet_monte_carlo():
@@ -204,7 +204,7 @@ def test_numpyro_multivariate_normal_monte_carlo():
 
 def _curvature(make, point=(0.3, 1.6)):
     model = StatisticalModel.from_distribution(make, example=jnp.asarray(point))
-    return model.scalar_curvature(jnp.asarray(point))
+    return eqx.filter_jit(model.scalar_curvature)(jnp.asarray(point))
 
 
 def test_normal_scalar_curvature_is_minus_one_numpyro():
@@ -221,7 +221,7 @@ def test_normal_scalar_curvature_is_minus_one_tfp_and_distrax():
 def _fisher(make, point):
     model = StatisticalModel.from_distribution(make, example=jnp.asarray(point))
     assert isinstance(model.expectation, Quadrature)
-    return model.fisher_information(jnp.asarray(point))
+    return eqx.filter_jit(model.fisher_information)(jnp.asarray(point))
 
 
 def test_student_t_published_fisher():
@@ -285,7 +285,9 @@ def test_jit_vmap_grad(normal_model):
     expected = jax.vmap(lambda u: jnp.diag(jnp.array([1.0, 2.0])) / u[1] ** 2)(points)
     close(fisher, expected)
     # d/dsigma log det g = -4 / sigma.
-    grad = jax.grad(lambda u: jnp.linalg.slogdet(normal_model.fisher_information(u))[1])
+    grad = eqx.filter_jit(
+        jax.grad(lambda u: jnp.linalg.slogdet(normal_model.fisher_information(u))[1])
+    )
     close(grad(jnp.array([0.3, 2.0])), [0.0, -2.0])
 
 
