@@ -415,8 +415,6 @@ def native_distribution(library: str, name: str, **params: Any) -> Any:
             "loc": params["loc"],
             "scale_tril": jnp.linalg.cholesky(params["covariance_matrix"]),
         }
-    if library == "numpyro" and name == "Multinomial":
-        params = {"total_count": params["total_count"], "logits": params["logits"]}
     cls = getattr(module, name, None)
     if cls is None:
         raise NotImplementedError(f"{library} has no {name} distribution.")

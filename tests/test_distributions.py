@@ -22,9 +22,12 @@ from infogeo_jax.families import (
     Beta,
     Binomial,
     Categorical,
+    DiagonalNormal,
     Dirichlet,
     Exponential,
     Gamma,
+    Geometric,
+    Multinomial,
     MultivariateNormal,
     Normal,
     Poisson,
@@ -102,6 +105,15 @@ def _cases():
             lambda t: distrax.Bernoulli(probs=t[0]),
             Bernoulli(),
             Bernoulli().from_usual,
+            FiniteSupport,
+            [0.3],
+        ),
+        "binomial": (
+            lambda t: nd.Binomial(7, probs=t[0]),
+            lambda t: tfd.Binomial(7.0, probs=t[0]),
+            None,  # distrax has no binomial
+            Binomial(7),
+            Binomial(7).from_usual,
             FiniteSupport,
             [0.3],
         ),
@@ -339,6 +351,17 @@ REVERSE = [
         MultivariateNormal(2).from_usual(jnp.array([0.3, -0.2, 1.5, 0.4, 0.8])),
         [[0.0, 0.0], [1.0, -2.0]],
     ),
+    (Geometric(), Geometric().from_usual(jnp.array([0.4])), [0, 1, 7]),
+    (
+        Multinomial(6, 3),
+        Multinomial(6, 3).from_usual(jnp.array([0.2, 0.3, 0.5])),
+        [[1.0, 2.0, 3.0], [6.0, 0.0, 0.0]],
+    ),
+    (
+        DiagonalNormal(2),
+        DiagonalNormal(2).from_usual(jnp.array([0.5, -1.0, 1.5, 0.7])),
+        [[0.1, 0.2], [2.0, -2.5]],
+    ),
 ]
 IDS = [type(f).__name__ for f, _, _ in REVERSE]
 
@@ -347,7 +370,7 @@ def _check_reverse(library, family, theta, xs):
     try:
         d = family.to_distribution(theta, library=library)
     except NotImplementedError as error:
-        assert library == "distrax"  # distrax lacks Poisson, Binomial, Exponential
+        assert library == "distrax"  # distrax lacks Poisson, Binomial, Exponential, Geometric
         assert "has no" in str(error)
         return
     for x in xs:
