@@ -756,6 +756,7 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         *,
         dim: int | None = None,
         in_domain: Callable[[Point], Scalar] | None = None,
+        method: str = "closed_form",
     ) -> Any:
         r"""The family in new coordinates :math:`\varphi`, with :math:`\theta = t(\varphi)`.
 
@@ -770,9 +771,16 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             dim: static dimension of phi (default: the family's).
             in_domain: optional extra predicate on phi (the family's domain at
                 ``to_theta(phi)`` is always checked).
+            method: ``"closed_form"`` (the family's closed-form metric and distance where it
+                has them) or ``"numerical"`` (Hessian of A by autodiff, distance by shooting
+                in phi): see :class:`~infogeo_jax.ReparameterizedFamily`.
 
         Returns:
             A :class:`~infogeo_jax.ReparameterizedFamily`.
+
+        Raises:
+            TypeError: if ``to_theta`` is not callable.
+            ValueError: on an unknown ``method``.
 
         Example:
             >>> import jax.numpy as jnp
@@ -790,7 +798,7 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         if not callable(to_theta):
             raise TypeError("`to_theta` must be a callable phi -> theta.")
         return ReparameterizedFamily(
-            self, to_theta, in_domain, self.dim if dim is None else int(dim)
+            self, to_theta, in_domain, self.dim if dim is None else int(dim), method
         )
 
     def to_distribution(self, theta: PointLike, library: str = "numpyro") -> Any:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from ._custom_types import Metric, Point, PointLike, Scalar, Tensor3
 from ._manifold import AbstractStatisticalManifold
 from ._misc import finite_and_in_domain
+from .geometry import GeodesicSolver
 
 if TYPE_CHECKING:
     from ._family import AbstractExponentialFamily
@@ -37,15 +38,28 @@ class ReparameterizedFamily(AbstractStatisticalManifold):
     Jacobian of ``to_theta``; every other geometric quantity (Christoffel symbols, curvature,
     geodesics, distances) is derived from them in the new coordinates.
 
+    ``method`` picks the route where two exist: ``"closed_form"`` (default) uses the family's
+    own :meth:`fisher_information` (a closed form where the family has one) and its own
+    :meth:`geodesic_distance` at :math:`t(\varphi)` (the Fisher-Rao distance does not depend
+    on the chart, so a closed form carries over); ``"numerical"`` uses the Hessian of the
+    log-partition by autodiff for the metric and geodesic shooting in the new coordinates
+    for the distance.
+
     Attributes:
         family: the exponential family in natural coordinates.
         to_theta: the map :math:`\varphi \mapsto \theta`.
+        method: ``"closed_form"`` or ``"numerical"``.
     """
 
     family: AbstractExponentialFamily
     to_theta: Callable[[Point], Point]
     in_domain_fn: Callable[[Point], Scalar] | None = None
     static_dim: int | None = eqx.field(static=True, default=None)
+    method: str = eqx.field(static=True, default="closed_form")
+
+    def __check_init__(self):
+        if self.method not in ("closed_form", "numerical"):
+            raise ValueError(f"`method` must be 'closed_form' or 'numerical', got {self.method!r}.")
 
     @property
     def dim(self) -> int | None:
@@ -70,9 +84,16 @@ class ReparameterizedFamily(AbstractStatisticalManifold):
 
     def metric(self, theta: PointLike) -> Metric:
         r"""Pulled-back Fisher metric :math:`J^\top g(t(\varphi)) J`, index order ``[a, b]``."""
+        from ._family import AbstractExponentialFamily
+
         phi = self.check_point(theta)
         jac = jax.jacfwd(self._theta)(phi)
-        return jac.T @ self.family.fisher_information(self._theta(phi)) @ jac
+        inner = self._theta(phi)
+        if self.method == "closed_form":
+            g = self.family.fisher_information(inner)
+        else:
+            g = AbstractExponentialFamily.fisher_information(self.family, inner)
+        return jac.T @ g @ jac
 
     def fisher_information(self, theta: PointLike) -> Metric:
         """The Fisher information in these coordinates; same as :meth:`metric`."""
@@ -84,6 +105,22 @@ class ReparameterizedFamily(AbstractStatisticalManifold):
         jac = jax.jacfwd(self._theta)(phi)
         t = self.family.skewness_tensor(self._theta(phi))
         return jnp.einsum("ijk,ia,jb,kc->abc", t, jac, jac, jac)
+
+    def geodesic_distance(
+        self,
+        theta_0: PointLike,
+        theta_1: PointLike,
+        *,
+        solver: GeodesicSolver | None = None,
+        throw: bool = True,
+    ) -> Scalar:
+        """Fisher-Rao distance: the family's at ``to_theta`` (or shooting, see ``method``)."""
+        if self.method == "numerical":
+            return super().geodesic_distance(theta_0, theta_1, solver=solver, throw=throw)
+        phi_0, phi_1 = self._check_pair(theta_0, theta_1)
+        return self.family.geodesic_distance(
+            self._theta(phi_0), self._theta(phi_1), solver=solver, throw=throw
+        )
 
     def log_prob(self, theta: PointLike, x) -> Scalar:
         r"""The log-density :math:`\log p(x \mid t(\varphi))`."""
