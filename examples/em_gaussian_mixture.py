@@ -57,7 +57,7 @@ def free_energy(mixture: ig.Mixture, resp, data):
 
 def draw_ellipses(ax, family, theta, weights, style="-", alpha=1.0, label=None):
     for k in range(theta.shape[0]):
-        mean, cov = (np.asarray(a) for a in family.to_usual(theta[k]))
+        mean, cov = (np.asarray(a) for a in family.mean_covariance(theta[k]))
         vals, vecs = np.linalg.eigh(cov)
         angle = np.degrees(np.arctan2(vecs[1, 1], vecs[0, 1]))
         for scale in (1.0, 2.0):
@@ -144,8 +144,8 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     draw_ellipses(ax, family, th_old, w_old, style="--", alpha=0.6, label="before")
     draw_ellipses(ax, family, th_new, w_new, style="-", label="after (moment matched)")
     for k in range(3):
-        a = np.asarray(family.to_usual(th_old[k])[0])
-        b = np.asarray(family.to_usual(th_new[k])[0])
+        a = np.asarray(family.mean_covariance(th_old[k])[0])
+        b = np.asarray(family.mean_covariance(th_new[k])[0])
         ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="->", color=COLORS[k], lw=2))
     ax.set(
         title=f"M-step {shown + 1}: m-projection onto the model\n"

@@ -62,7 +62,7 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     )
     num_rays = 8 if quick else 16
     times = jnp.linspace(0.0, 1.0, num_times)
-    start, end = FAMILY.from_usual(-2.0, 0.5), FAMILY.from_usual(2.0, 0.5)
+    start, end = FAMILY.from_usual(jnp.array([-2.0, 0.5])), FAMILY.from_usual(jnp.array([2.0, 0.5]))
 
     @jax.jit
     def alpha_geodesic(alpha):
@@ -71,7 +71,7 @@ def main(quick: bool = False, output: str | None = None) -> dict:
 
     solved = {a: alpha_geodesic(jnp.asarray(a)) for a in alphas}
     paths = {a: path for a, (path, _) in solved.items()}
-    usual = {a: jax.vmap(FAMILY.to_usual)(p) for a, p in paths.items()}
+    usual = {a: jax.vmap(FAMILY.to_usual)(p).T for a, p in paths.items()}  # (mu, sigma) rows
 
     # Check the alpha = 0 curve against the closed form and its length against the distance.
     mu0, sigma0 = (np.asarray(x) for x in usual[0.0])
@@ -83,11 +83,11 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     distance = float(FAMILY.geodesic_distance(start, end))
 
     # A spray of unit-speed Fisher-Rao geodesics from N(0, 1).
-    center = FAMILY.from_usual(0.0, 1.0)
+    center = FAMILY.from_usual(jnp.array([0.0, 1.0]))
     g = FAMILY.fisher_information(center)
     angles = jnp.linspace(0.0, 2 * jnp.pi, num_rays, endpoint=False)
     # Unit vectors in (mu, sigma) mapped to natural coordinates by the Jacobian of from_usual.
-    jac = jax.jacfwd(lambda ms: FAMILY.from_usual(ms[0], ms[1]))(jnp.array([0.0, 1.0]))
+    jac = jax.jacfwd(FAMILY.from_usual)(jnp.array([0.0, 1.0]))
     dirs = jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=1) @ jac.T
     dirs = dirs / jnp.sqrt(jnp.einsum("ni,ij,nj->n", dirs, g, dirs))[:, None]
     radius = 2.0
@@ -95,16 +95,14 @@ def main(quick: bool = False, output: str | None = None) -> dict:
     rays = jax.jit(jax.vmap(lambda v: FAMILY.geodesic(center, v, ray_times, jnp.asarray(0.0))))(
         dirs
     )
-    ray_usual = jax.vmap(jax.vmap(FAMILY.to_usual))(rays)
+    ray_usual = jnp.moveaxis(jax.vmap(jax.vmap(FAMILY.to_usual))(rays), -1, 0)
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.6), gridspec_kw={"width_ratios": [1.25, 1, 0.9]})
 
     # (a) alpha-geodesics between two normals, over Fisher-Rao distance contours.
     ax = axes[0]
     mu_grid, sigma_grid = np.meshgrid(np.linspace(-3.2, 3.2, 160), np.linspace(0.15, 3.2, 120))
-    thetas = jax.vmap(FAMILY.from_usual)(
-        jnp.asarray(mu_grid.ravel()), jnp.asarray(sigma_grid.ravel())
-    )
+    thetas = jax.vmap(FAMILY.from_usual)(jnp.stack([mu_grid.ravel(), sigma_grid.ravel()], axis=1))
     dist = jax.vmap(lambda t: FAMILY.geodesic_distance(start, t))(thetas).reshape(mu_grid.shape)
     contour = ax.contour(
         mu_grid,

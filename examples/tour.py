@@ -33,7 +33,7 @@ def main() -> None:
     normal = ig.ExponentialFamily(
         lambda th: -(th[0] ** 2) / (4 * th[1]) - 0.5 * jnp.log(-2 * th[1])
     )
-    theta = Normal().from_usual(1.0, 2.0)  # N(mu=1, sigma=2)
+    theta = Normal().from_usual(jnp.array([1.0, 2.0]))  # N(mu=1, sigma=2)
     print("theta = (mu/s^2, -1/(2 s^2))      ", theta)
     print("Fisher = Hessian of A:\n", normal.fisher_information(theta))
     eta = normal.mean_parameters(theta)
@@ -52,7 +52,7 @@ def main() -> None:
     )
 
     section("3. Divergences between N(0, 1) and N(1, 2^2)")
-    p, q = Normal().from_usual(0.0, 1.0), Normal().from_usual(1.0, 2.0)
+    p, q = Normal().from_usual(jnp.array([0.0, 1.0])), Normal().from_usual(jnp.array([1.0, 2.0]))
     kl_pq = jnp.log(2.0) + 2.0 / 8.0 - 0.5  # log(s2/s1) + (s1^2 + dmu^2) / (2 s2^2) - 1/2
     kl_qp = -jnp.log(2.0) + 5.0 / 2.0 - 0.5
     row("KL(p || q)", normal.kl_divergence(p, q), kl_pq)
@@ -91,7 +91,7 @@ def main() -> None:
     # With learning rate 1 on an exponential-family likelihood, natural gradient is Newton's
     # method in theta: quadratic convergence to the MLE from a nearby start.
     optimizer = ig.optim.natural_gradient(1.0, ig.optim.manifold_fisher(family))
-    params = family.from_usual(2.8, 0.6)
+    params = family.from_usual(jnp.array([2.8, 0.6]))
     state = optimizer.init(params)
     step = jax.jit(lambda g, s, p: optimizer.update(g, s, p))
     for k in range(4):
@@ -101,7 +101,7 @@ def main() -> None:
         print(f"natural-gradient step {k + 1}: NLL - NLL(MLE) = {gap:.3e}")
     # Mirror descent with A as the mirror map and learning rate 1 lands on the MLE in one step.
     mirror = ig.optim.mirror_descent(1.0, family.log_partition, in_domain=family.in_domain)
-    params = family.from_usual(0.0, 1.0)
+    params = family.from_usual(jnp.array([0.0, 1.0]))
     updates, _ = mirror.update(jax.grad(loss)(params), mirror.init(params), params)
     row("mirror descent, 1 step, NLL", loss(optax.apply_updates(params, updates)), loss(mle))
 

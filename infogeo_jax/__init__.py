@@ -29,6 +29,7 @@ from ._expectation import (
     TensorProduct as TensorProduct,
 )
 from ._model import StatisticalModel as StatisticalModel
+from ._reparameterized import ReparameterizedFamily as ReparameterizedFamily
 
 # --- optimizers (issue 5) ----------------------------------------------------------------------
 # isort: split

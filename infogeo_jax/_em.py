@@ -85,9 +85,9 @@ class Mixture(eqx.Module):
             component is outside the natural domain (also under ``jit``).
 
     Example:
-        >>> import jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from infogeo_jax.families import Normal
-        >>> theta = jnp.stack([Normal().from_usual(-2.0, 1.0), Normal().from_usual(2.0, 1.0)])
+        >>> theta = jax.vmap(Normal().from_usual)(jnp.array([[-2.0, 1.0], [2.0, 1.0]]))
         >>> mix = Mixture(Normal(), jnp.array([0.5, 0.5]), theta)
         >>> mix.responsibilities(0.0).round(6).tolist()  # equidistant: equal posterior
         [0.5, 0.5]

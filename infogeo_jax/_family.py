@@ -589,7 +589,7 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             >>> import jax.numpy as jnp
             >>> from infogeo_jax.families import Poisson
             >>> fam = Poisson()  # KL = l_p log(l_p / l_q) - l_p + l_q
-            >>> kl = fam.kl_divergence(fam.from_usual(2.0), fam.from_usual(3.0))
+            >>> kl = fam.kl_divergence(jnp.log(jnp.array([2.0])), jnp.log(jnp.array([3.0])))
 
         References:
             Amari & Nagaoka (2000), Eq. (3.45); Banerjee et al., JMLR 6 (2005), Thm. 4.
@@ -676,7 +676,8 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             >>> import jax.numpy as jnp
             >>> from infogeo_jax.families import Normal
             >>> fam = Normal()
-            >>> p, q = fam.from_usual(0.0, 1.0), fam.from_usual(1.0, 2.0)
+            >>> p = fam.from_usual(jnp.array([0.0, 1.0]))
+            >>> q = fam.from_usual(jnp.array([1.0, 2.0]))
             >>> d = fam.alpha_divergence(p, q, -1.0)  # equals fam.kl_divergence(p, q)
 
         References:
@@ -768,6 +769,133 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         from ._model import StatisticalModel
 
         return StatisticalModel(self.log_prob, expectation, dim=self.dim, in_domain=self.in_domain)
+
+    # ------------------------------------------------------------------ coordinates
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from the family's usual parameters (a 1-D array).
+
+        Every catalogue family takes and returns 1-D arrays (arrays in, arrays out), so that
+        ``family.reparameterize(family.from_usual)`` is the family in its usual chart. A
+        family without usual parameters (e.g. :class:`ExponentialFamily`) raises.
+
+        Raises:
+            NotImplementedError: if the family defines no usual parameters.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no usual parameters.")
+
+    def to_usual(self, theta: PointLike) -> Point:
+        """The usual parameters (a 1-D array) from natural parameters; inverse of from_usual."""
+        raise NotImplementedError(f"{type(self).__name__} defines no usual parameters.")
+
+    def tangent_from_usual(self, usual: PointLike, v: PointLike) -> Point:
+        r"""Push a tangent vector forward from the usual chart: :math:`\dot\theta = J v`.
+
+        :math:`J = \partial\theta / \partial u` is the Jacobian of :meth:`from_usual` at
+        ``usual``; a gradient (a covector) goes the other way, by :math:`J^\top`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Poisson
+            >>> # theta = log(rate): d theta = d rate / rate
+            >>> Poisson().tangent_from_usual(jnp.array([2.0]), jnp.array([1.0])).tolist()
+            [0.5]
+        """
+        usual = jnp.asarray(usual, jnp.result_type(float))
+        v = jnp.asarray(v, usual.dtype)
+        if v.shape != usual.shape:
+            raise ValueError(f"`v` must have the shape of `usual` {usual.shape}, got {v.shape}.")
+        return jax.jvp(self.from_usual, (usual,), (v,))[1]
+
+    def tangent_to_usual(self, theta: PointLike, v: PointLike) -> Point:
+        r"""Push a tangent vector at ``theta`` forward to the usual chart: :math:`J v`.
+
+        :math:`J = \partial u / \partial\theta` is the Jacobian of :meth:`to_usual`; this is the
+        inverse of :meth:`tangent_from_usual` at ``usual = to_usual(theta)``.
+        """
+        theta = self.check_point(theta)
+        v = as_point(v, theta.shape[0], "v").astype(theta.dtype)
+        return jax.jvp(self.to_usual, (theta,), (v,))[1]
+
+    def reparameterize(
+        self,
+        to_theta: Callable[[Point], Point],
+        *,
+        dim: int | None = None,
+        in_domain: Callable[[Point], Scalar] | None = None,
+        method: str = "closed_form",
+    ) -> Any:
+        r"""The family in new coordinates :math:`\varphi`, with :math:`\theta = t(\varphi)`.
+
+        Exact: the metric and the skewness tensor are pulled back from the family's closed
+        forms, :math:`\tilde g = J^\top g J`, :math:`\tilde T_{abc} = J_{ia}J_{jb}J_{kc}T_{ijk}`
+        (no expectation rule), and the Christoffel symbols and curvature follow in
+        :math:`\varphi`. ``family.reparameterize(family.from_usual)`` is the family in its usual
+        parameters.
+
+        Args:
+            to_theta: ``to_theta(phi) -> theta``, smooth and injective.
+            dim: static dimension of phi (default: the family's).
+            in_domain: optional extra predicate on phi (the family's domain at
+                ``to_theta(phi)`` is always checked).
+            method: ``"closed_form"`` (the family's closed-form metric and distance where it
+                has them) or ``"numerical"`` (Hessian of A by autodiff, distance by shooting
+                in phi): see :class:`~infogeo_jax.ReparameterizedFamily`.
+
+        Returns:
+            A :class:`~infogeo_jax.ReparameterizedFamily`.
+
+        Raises:
+            TypeError: if ``to_theta`` is not callable.
+            ValueError: on an unknown ``method``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from infogeo_jax.families import Normal
+            >>> fam = Normal()
+            >>> usual = fam.reparameterize(fam.from_usual)  # (mu, sigma)
+            >>> bool(jnp.allclose(usual.fisher_information(jnp.array([0.0, 2.0])),
+            ...                   jnp.diag(jnp.array([0.25, 0.5]))))
+            True
+            >>> round(float(usual.scalar_curvature(jnp.array([0.0, 2.0]))), 6)
+            -1.0
+        """
+        from ._reparameterized import ReparameterizedFamily
+
+        if not callable(to_theta):
+            raise TypeError("`to_theta` must be a callable phi -> theta.")
+        return ReparameterizedFamily(
+            self, to_theta, in_domain, self.dim if dim is None else int(dim), method
+        )
+
+    def to_distribution(self, theta: PointLike, library: str = "numpyro") -> Any:
+        """This member as a distribution object of a JAX probability library.
+
+        For sampling and plotting with the library's own tools. The library is imported
+        only now.
+
+        Args:
+            theta: natural parameters, shape ``(dim,)``.
+            library: ``"numpyro"``, ``"distrax"`` or ``"tfp"``.
+
+        Returns:
+            A distribution with the same log-density as :meth:`log_prob`.
+
+        Raises:
+            ValueError: on an unknown library.
+            NotImplementedError: if the family has no counterpart in that library.
+            ImportError: if the library is not installed or does not import.
+        """
+        from ._distributions import LIBRARIES
+
+        if library not in LIBRARIES:
+            raise ValueError(f"`library` must be one of {LIBRARIES}, got {library!r}.")
+        return self._native_distribution(self.check_point(theta), library)
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no counterpart in {library}; use `log_prob` and "
+            "`sample` directly."
+        )
 
 
 def check_finite_data(data: Any) -> Any:

@@ -337,8 +337,8 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> import jax.numpy as jnp
             >>> from infogeo_jax.families import Normal
             >>> fam = Normal()
-            >>> theta = fam.from_usual(0.0, 1.0)
-            >>> v = fam.log_map(theta, fam.from_usual(1.0, 2.0))
+            >>> theta = fam.from_usual(jnp.array([0.0, 1.0]))
+            >>> v = fam.log_map(theta, fam.from_usual(jnp.array([1.0, 2.0])))
             >>> fam.exp_map(theta, v).round(4).tolist()  # N(1, 2^2): (mu/s^2, -1/(2 s^2))
             [0.25, -0.125]
 
@@ -385,7 +385,7 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> import jax.numpy as jnp
             >>> from infogeo_jax.families import Normal
             >>> fam = Normal()
-            >>> path = fam.geodesic(fam.from_usual(0.0, 1.0), jnp.array([0.5, 0.2]),
+            >>> path = fam.geodesic(fam.from_usual(jnp.array([0.0, 1.0])), jnp.array([0.5, 0.2]),
             ...                     jnp.linspace(0.0, 1.0, 5))
             >>> path.shape
             (5, 2)
@@ -599,7 +599,8 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> import jax.numpy as jnp
             >>> from infogeo_jax.families import Normal
             >>> fam = Normal()
-            >>> a, b = fam.from_usual(0.0, 1.0), fam.from_usual(1.0, 2.0)
+            >>> a = fam.from_usual(jnp.array([0.0, 1.0]))
+            >>> b = fam.from_usual(jnp.array([1.0, 2.0]))
             >>> w = fam.parallel_transport(a, jnp.array([1.0, 0.0]), end_point=b)
             >>> w.shape
             (2,)

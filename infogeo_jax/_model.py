@@ -23,7 +23,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._custom_types import Array, Metric, Point, PointLike, PyTree, Sample, Scalar, ScalarLike
+from ._custom_types import (
+    Array,
+    Metric,
+    Point,
+    PointLike,
+    PRNGKeyArray,
+    PyTree,
+    Sample,
+    Scalar,
+    ScalarLike,
+)
 from ._expectation import AbstractExpectation, AbstractQuadratureRule, _scalar_log_density
 from ._manifold import AbstractStatisticalManifold
 from ._misc import as_point, finite_and_in_domain, inverse_metric, safe_sqrt
@@ -158,6 +168,88 @@ class StatisticalModel(AbstractStatisticalManifold):
         self.in_domain_fn = in_domain
         self.to_theta_fn = to_theta
         self.static_dim = None if dim is None else int(dim)
+
+    @classmethod
+    def from_distribution(
+        cls,
+        make_distribution: Callable[[Point], Any],
+        expectation: AbstractExpectation | None = None,
+        *,
+        example: PointLike | None = None,
+        dim: int | None = None,
+        in_domain: Callable[[Point], Scalar] | None = None,
+        num_nodes: int = 192,
+        num_samples: int = 4096,
+        key: PRNGKeyArray | None = None,
+    ) -> StatisticalModel:
+        r"""A model from a numpyro, distrax or TFP-on-JAX distribution.
+
+        The log-density is ``make_distribution(theta).log_prob(x)``. With ``expectation=None``
+        the rule is read off the distribution at ``example`` (only its type, support and
+        shapes, not its values), in this order:
+
+        1. an enumerable finite support (Bernoulli, Categorical, Binomial, one-hot
+           categorical): :class:`~infogeo_jax.FiniteSupport` on its outcomes (exact);
+        2. a one-dimensional continuous distribution whose support bounds do not depend on
+           theta: :class:`~infogeo_jax.Quadrature` on the support with ``num_nodes`` nodes,
+           centered at the mean and standard deviation where both are finite (else at the
+           ``loc`` / ``scale`` attributes, else the rule's default);
+        3. otherwise (countable supports such as the Poisson, multivariate events):
+           :class:`~infogeo_jax.MonteCarlo` with ``num_samples`` draws of the distribution's own
+           sampler (derivatives through likelihood-ratio weights, so the estimates of the
+           metric and skewness are unbiased).
+
+        The chosen rule is the model's ``expectation`` attribute (and shows in its repr). The
+        domain check (raised by every public method, also under ``jit``) is that the
+        parameters satisfy the distribution's constraints: numpyro's ``arg_constraints``,
+        TFP's constraining bijectors, and finiteness (distrax has no constraint metadata; its
+        NaN log-densities are caught by the rules). The library is read from the module name
+        of the distribution's type, never imported by this library.
+
+        Args:
+            make_distribution: ``theta -> distribution`` with ``batch_shape == ()``.
+            expectation: an explicit rule, or ``None`` to choose one (needs ``example``).
+            example: a point of the parameter domain, shape ``(dim,)``, where
+                ``make_distribution`` is called once to read the distribution's structure.
+            dim: static dimension of theta (default: the length of ``example``).
+            in_domain: optional extra predicate on theta.
+            num_nodes: nodes of a chosen :class:`~infogeo_jax.Quadrature`.
+            num_samples: draws of a chosen :class:`~infogeo_jax.MonteCarlo`.
+            key: PRNG key of a chosen :class:`~infogeo_jax.MonteCarlo` (default ``key(0)``).
+
+        Returns:
+            A :class:`StatisticalModel`.
+
+        Raises:
+            TypeError: if ``make_distribution`` does not return a numpyro, distrax or TFP
+                distribution.
+            ValueError: if neither ``example`` nor ``expectation`` is given, or the
+                distribution has a batch shape.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import numpyro.distributions as dist
+            >>> from infogeo_jax import StatisticalModel
+            >>> model = StatisticalModel.from_distribution(
+            ...     lambda th: dist.Normal(th[0], th[1]), example=jnp.array([0.0, 1.0]))
+            >>> type(model.expectation).__name__
+            'Quadrature'
+            >>> bool(jnp.allclose(model.fisher_information(jnp.array([0.0, 2.0])),
+            ...                   jnp.diag(jnp.array([0.25, 0.5])), rtol=1e-5, atol=1e-6))
+            True
+        """
+        from ._distributions import model_from_distribution
+
+        return model_from_distribution(
+            make_distribution,
+            expectation,
+            example=example,
+            dim=dim,
+            in_domain=in_domain,
+            num_nodes=num_nodes,
+            num_samples=num_samples,
+            key=key,
+        )
 
     # ------------------------------------------------------------------ basic pieces
     @property

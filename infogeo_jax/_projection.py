@@ -669,7 +669,7 @@ def e_projection_affine(
     Example:
         >>> import jax.numpy as jnp
         >>> from infogeo_jax.families import Normal
-        >>> p = Normal().from_usual(0.0, 2.0)
+        >>> p = Normal().from_usual(jnp.array([0.0, 2.0]))
         >>> res = e_projection_affine(Normal(), p, constraint_matrix=jnp.array([[1.0, 0.0]]),
         ...                           constraint_value=jnp.array([1.0]))
         >>> [round(float(u), 4) for u in Normal().to_usual(res.theta)]  # the mean shifts

@@ -47,7 +47,7 @@ FAMILIES = {"normal": NORMAL, "generic3": GENERIC3}
 
 
 def normal_point(u):
-    return NORMAL.from_usual(2.0 * u[0], jnp.exp(u[1]))
+    return NORMAL.from_usual(jnp.array([2.0 * u[0], jnp.exp(u[1])]))
 
 
 POINTS = {"normal": normal_point, "generic3": lambda u: 1.5 * u[:3]}

@@ -24,7 +24,7 @@ from infogeo_jax.families import Normal, Poisson
 
 NORMAL = Normal()
 M1, S1, M2, S2 = 0.0, 1.0, 1.0, 2.0  # p = N(0, 1), q = N(1, 2^2)
-P, Q = NORMAL.from_usual(M1, S1), NORMAL.from_usual(M2, S2)
+P, Q = NORMAL.from_usual(jnp.array([M1, S1])), NORMAL.from_usual(jnp.array([M2, S2]))
 
 
 def close(a, b, rtol=1e-12, atol=1e-12):
@@ -157,7 +157,7 @@ def test_renyi_order_one_is_kl_continuously(offset):
 
 def test_renyi_is_infinite_where_the_integral_diverges():
     # order 3, q = N(0, 0.5^2): 3 * 0.25 - 2 * 1 < 0 [G, Table 2 condition].
-    q = NORMAL.from_usual(0.0, 0.5)
+    q = NORMAL.from_usual(jnp.array([0.0, 0.5]))
     assert jitted(NORMAL, "renyi_divergence")(P, q, 3.0) == np.inf
     assert normal_renyi(3.0, M1, S1, 0.0, 0.5) == np.inf
 
@@ -177,7 +177,7 @@ def test_poisson_divergences_closed_forms():
     # int p^a q^b = exp(l_p^a l_q^b - a l_p - b l_q) for Poisson rates (sum of the series);
     # natural domain R, so every order / alpha is finite.
     lp, lq = 2.0, 5.0
-    p, q = Poisson().from_usual(lp), Poisson().from_usual(lq)
+    p, q = Poisson().from_usual(jnp.array([lp])), Poisson().from_usual(jnp.array([lq]))
     for order in (0.5, 2.0, 6.0):
         log_aff = lp**order * lq ** (1 - order) - order * lp - (1 - order) * lq
         close(jitted(Poisson(), "renyi_divergence")(p, q, order), log_aff / (order - 1))
@@ -257,7 +257,7 @@ def _relations():
 @settings(max_examples=25, deadline=None)
 @given(p=NORMAL_POINT, q=NORMAL_POINT, alpha=hst.floats(-0.999, 0.999))
 def test_alpha_duality_and_renyi_relation(p, q, alpha):
-    theta_p, theta_q = NORMAL.from_usual(*p), NORMAL.from_usual(*q)
+    theta_p, theta_q = NORMAL.from_usual(jnp.array(p)), NORMAL.from_usual(jnp.array(q))
     d_pq, d_qp, renyi, bhatt, renyi_half = _relations()(theta_p, theta_q, alpha)
     # Duality D_alpha(p||q) = D_{-alpha}(q||p) [AN, Eq. (3.80)].
     close(d_pq, d_qp, 1e-11, 1e-13)

@@ -81,7 +81,7 @@ def test_full_covariance_matches_sklearn():
     w0 = jnp.array([0.2, 0.3, 0.5])
     means0 = jnp.asarray(x[[3, 70, 120]])  # one observation from each cluster
     covs0 = jnp.stack([jnp.eye(2), 2.0 * jnp.eye(2), jnp.array([[1.0, 0.3], [0.3, 1.0]])])
-    th0 = jax.vmap(mvn.from_usual)(means0, covs0)
+    th0 = jax.vmap(mvn.from_mean_covariance)(means0, covs0)
     res = ig.em(mvn, x, w0, th0, num_steps=NUM_STEPS)
     gm = _sklearn_fit(
         x,
@@ -91,7 +91,7 @@ def test_full_covariance_matches_sklearn():
         np.linalg.inv(np.asarray(covs0)),
         NUM_STEPS,
     )
-    means, covs = jax.vmap(mvn.to_usual)(res.theta)
+    means, covs = jax.vmap(mvn.mean_covariance)(res.theta)
     np.testing.assert_allclose(res.weights, gm.weights_, **TOL)
     np.testing.assert_allclose(means, gm.means_, **TOL)
     np.testing.assert_allclose(covs, gm.covariances_, **TOL)
@@ -120,12 +120,14 @@ def test_diagonal_covariance_matches_sklearn():
 def test_univariate_normal_matches_sklearn():
     x = _gaussian_data(2)[:, 0]
     w0 = np.array([0.5, 0.5])
-    th0 = jnp.stack([Normal().from_usual(-1.0, 1.0), Normal().from_usual(2.0, 1.0)])
+    th0 = jnp.stack(
+        [Normal().from_usual(jnp.array([-1.0, 1.0])), Normal().from_usual(jnp.array([2.0, 1.0]))]
+    )
     res = ig.em(Normal(), x, w0, th0, num_steps=NUM_STEPS)
     gm = _sklearn_fit(
         x[:, None], "full", w0, np.array([[-1.0], [2.0]]), np.ones((2, 1, 1)), NUM_STEPS
     )
-    mean, std = jax.vmap(Normal().to_usual)(res.theta)
+    mean, std = jax.vmap(Normal().to_usual)(res.theta).T
     np.testing.assert_allclose(res.weights, gm.weights_, **TOL)
     np.testing.assert_allclose(mean, gm.means_[:, 0], **TOL)
     np.testing.assert_allclose(std**2, gm.covariances_[:, 0, 0], **TOL)
@@ -233,7 +235,9 @@ def test_sample_weights_equal_duplicated_data():
     x = jnp.asarray(_gaussian_data(4)[:40, 0])
     counts = jnp.asarray(np.random.default_rng(7).integers(1, 4, 40))
     w0 = jnp.array([0.5, 0.5])
-    th0 = jnp.stack([Normal().from_usual(-1.0, 1.0), Normal().from_usual(1.0, 1.0)])
+    th0 = jnp.stack(
+        [Normal().from_usual(jnp.array([-1.0, 1.0])), Normal().from_usual(jnp.array([1.0, 1.0]))]
+    )
     weighted = ig.em(Normal(), x, w0, th0, num_steps=10, sample_weights=counts)
     duplicated = ig.em(Normal(), jnp.repeat(x, counts), w0, th0, num_steps=10)
     np.testing.assert_allclose(weighted.theta, duplicated.theta, **TOL)
@@ -245,7 +249,9 @@ def test_grad_through_em_obeys_the_envelope_theorem():
     # differentiating through the unrolled EM iterations must give the partial derivative.
     x = jnp.asarray(_gaussian_data(5)[:, 0])
     w0 = jnp.array([0.5, 0.5])
-    th0 = jnp.stack([Normal().from_usual(-1.0, 1.0), Normal().from_usual(2.0, 1.0)])
+    th0 = jnp.stack(
+        [Normal().from_usual(jnp.array([-1.0, 1.0])), Normal().from_usual(jnp.array([2.0, 1.0]))]
+    )
 
     def final_ll(data):
         return ig.em(Normal(), data, w0, th0, num_steps=300).mean_log_likelihood[-1]
@@ -258,7 +264,9 @@ def test_grad_through_em_obeys_the_envelope_theorem():
 
 # ------------------------------------------------------------------------ Mixture helper
 def test_mixture_log_prob_responsibilities_and_sampling():
-    theta = jnp.stack([Normal().from_usual(-2.0, 0.5), Normal().from_usual(1.0, 1.5)])
+    theta = jnp.stack(
+        [Normal().from_usual(jnp.array([-2.0, 0.5])), Normal().from_usual(jnp.array([1.0, 1.5]))]
+    )
     mix = ig.Mixture(Normal(), jnp.array([0.3, 0.7]), theta)
     x = jnp.linspace(-4.0, 4.0, 9)
     expected = 0.3 * scipy.stats.norm.pdf(x, -2.0, 0.5) + 0.7 * scipy.stats.norm.pdf(x, 1.0, 1.5)
@@ -278,7 +286,9 @@ def test_mixture_log_prob_responsibilities_and_sampling():
 def test_early_stopping_with_tol():
     x = jnp.asarray(_gaussian_data(6)[:, 0])
     w0 = jnp.array([0.5, 0.5])
-    th0 = jnp.stack([Normal().from_usual(-1.0, 1.0), Normal().from_usual(2.0, 1.0)])
+    th0 = jnp.stack(
+        [Normal().from_usual(jnp.array([-1.0, 1.0])), Normal().from_usual(jnp.array([2.0, 1.0]))]
+    )
     res = ig.em(Normal(), x, w0, th0, num_steps=500, tol=1e-9)
     steps = int(res.num_steps)
     assert 1 < steps < 500 and bool(res.successful)
@@ -302,7 +312,9 @@ def test_float32_smoke():
 # ------------------------------------------------------------------------ errors
 def test_degenerate_component_is_reported():
     x = jnp.array([0.0, 0.0, 0.0, 5.0, 6.0, 7.0])
-    th0 = jnp.stack([Normal().from_usual(0.0, 0.1), Normal().from_usual(6.0, 1.0)])
+    th0 = jnp.stack(
+        [Normal().from_usual(jnp.array([0.0, 0.1])), Normal().from_usual(jnp.array([6.0, 1.0]))]
+    )
     w0 = jnp.array([0.5, 0.5])
     with pytest.raises(eqx.EquinoxRuntimeError, match="collapsed"):
         ig.em(Normal(), x, w0, th0, num_steps=5)
@@ -312,7 +324,9 @@ def test_degenerate_component_is_reported():
 
 
 def test_bad_inputs_raise():
-    th0 = jnp.stack([Normal().from_usual(0.0, 1.0), Normal().from_usual(1.0, 1.0)])
+    th0 = jnp.stack(
+        [Normal().from_usual(jnp.array([0.0, 1.0])), Normal().from_usual(jnp.array([1.0, 1.0]))]
+    )
     x = jnp.linspace(-1.0, 1.0, 10)
     with pytest.raises(ValueError, match="num_components, dim"):
         ig.em(Normal(), x, jnp.array([0.5, 0.5]), th0[0], num_steps=2)

@@ -138,7 +138,7 @@ def test_normal_fisher_and_skewness_closed_form():
     # 4 mu^2 s^2 + 2 s^4]]; its third cumulants (Isserlis' theorem, x = mu + s z):
     # k111 = 0, k112 = 2 s^4, k122 = 8 mu s^4, k222 = 24 mu^2 s^4 + 8 s^6.
     mu, s = 0.7, 1.3
-    theta = Normal().from_usual(mu, s)
+    theta = Normal().from_usual(jnp.array([mu, s]))
     fisher = np.array([[s**2, 2 * mu * s**2], [2 * mu * s**2, 4 * mu**2 * s**2 + 2 * s**4]])
     skew = np.zeros((2, 2, 2))
     for idx, value in [
@@ -153,7 +153,7 @@ def test_normal_fisher_and_skewness_closed_form():
         close(jitted(fam, "fisher_information")(theta), fisher)
         close(jitted(fam, "skewness_tensor")(theta), skew)
     # Second route: pulled back to (mu, s) the metric is diag(1, 2) / s^2 (Rao 1945).
-    jac = jax.jacfwd(lambda ms: Normal().from_usual(ms[0], ms[1]))(jnp.array([mu, s]))
+    jac = jax.jacfwd(lambda ms: Normal().from_usual(jnp.array([ms[0], ms[1]])))(jnp.array([mu, s]))
     close(jac.T @ NORMAL_A.fisher_information(theta) @ jac, np.diag([1.0, 2.0]) / s**2)
 
 
@@ -197,7 +197,7 @@ def test_newton_ill_conditioned_normal():
     # must still converge (to that rounding floor) and not raise.
     eta = jnp.array([1e4, 1e8 + 1.0])
     theta = jitted(NORMAL_A, "natural_parameters")(eta)
-    close(theta, Normal().from_usual(1e4, 1.0), 1e-7, 0.0)
+    close(theta, Normal().from_usual(jnp.array([1e4, 1.0])), 1e-7, 0.0)
 
 
 # ------------------------------------------------------------------------ generic = catalogue
@@ -264,7 +264,7 @@ def test_fisher_and_skewness_are_cumulants_exact(name):
 def test_fisher_is_covariance_monte_carlo():
     # Second route: the sample covariance of T(x) = (x, x^2) for 200 000 normal draws (fixed
     # key); tolerance 5 standard errors of each entry, estimated from the same sample.
-    theta = Normal().from_usual(0.4, 1.2)
+    theta = Normal().from_usual(jnp.array([0.4, 1.2]))
     x = Normal().sample(theta, jax.random.key(0), (200_000,))
     stats = np.asarray(jax.vmap(NORMAL_A.sufficient_statistic)(x))
     centered = stats - stats.mean(axis=0)
@@ -432,7 +432,7 @@ def test_natural_parameters_differentiates_closed_over_arrays():
 # ------------------------------------------------------------------------ densities and MLE
 def test_log_prob_matches_scipy():
     # Closed forms: scipy.stats normal logpdf and Poisson logpmf.
-    theta = Normal().from_usual(0.4, 1.7)
+    theta = Normal().from_usual(jnp.array([0.4, 1.7]))
     for x in (-1.0, 0.3, 2.5):
         close(NORMAL_A.log_prob(theta, x), st.norm(0.4, 1.7).logpdf(x))
     for k in (0, 3, 11):
@@ -443,7 +443,7 @@ def test_maximum_likelihood_normal_and_poisson():
     # Closed-form MLE: sample mean and (biased) sample variance for normal data; log of the
     # sample mean for Poisson data. eta_hat = mean T(x) (Barndorff-Nielsen 1978, Sec. 9.3).
     x = np.random.default_rng(1).normal(1.5, 0.8, size=500)
-    expected = Normal().from_usual(x.mean(), x.std())
+    expected = Normal().from_usual(jnp.array([x.mean(), x.std()]))
     close(NORMAL_A.maximum_likelihood(jnp.asarray(x)), expected, 1e-10, 1e-10)
     close(Normal().maximum_likelihood(jnp.asarray(x)), expected, 1e-10, 1e-10)
     counts = np.random.default_rng(2).poisson(4.0, size=300)
@@ -467,8 +467,11 @@ def test_sampler_and_base_measure_defaults():
 
 # ------------------------------------------------------------------------ jit / vmap / grad
 # numpy constants: they take the dtype of the computation (float32 in the smoke test).
-P0, Q0 = np.asarray(Normal().from_usual(0.3, 1.2)), np.asarray(Normal().from_usual(-0.4, 0.9))
-ETA0 = np.asarray(Normal().mean_parameters(Normal().from_usual(0.5, 1.1)))
+P0, Q0 = (
+    np.asarray(Normal().from_usual(jnp.array([0.3, 1.2]))),
+    np.asarray(Normal().from_usual(jnp.array([-0.4, 0.9]))),
+)
+ETA0 = np.asarray(Normal().mean_parameters(Normal().from_usual(jnp.array([0.5, 1.1]))))
 DATA = np.array([0.3, -1.2, 2.0, 0.7, 1.1])
 U_VEC, V_VEC = np.array([1.0, 0.5]), np.array([-0.3, 1.0])
 

@@ -19,9 +19,12 @@ from infogeo_jax.families import (
     Beta,
     Binomial,
     Categorical,
+    DiagonalNormal,
     Dirichlet,
     Exponential,
     Gamma,
+    Geometric,
+    Multinomial,
     MultivariateNormal,
     NegativeBinomial,
     Normal,
@@ -34,19 +37,39 @@ MVN_MEAN, MVN_COV = np.array([0.5, -1.0, 2.0]), _L @ _L.T
 
 # (family, theta, scipy frozen distribution, sample points)
 CASES = {
-    "bernoulli": (Bernoulli(), Bernoulli().from_usual(0.3), st.bernoulli(0.3), [0, 1]),
-    "binomial": (Binomial(7), Binomial(7).from_usual(0.3), st.binom(7, 0.3), [0, 3, 7]),
+    "bernoulli": (Bernoulli(), Bernoulli().from_usual(jnp.array([0.3])), st.bernoulli(0.3), [0, 1]),
+    "binomial": (
+        Binomial(7),
+        Binomial(7).from_usual(jnp.array([0.3])),
+        st.binom(7, 0.3),
+        [0, 3, 7],
+    ),
     "negbinomial": (
         NegativeBinomial(2.5),
-        NegativeBinomial(2.5).from_usual(0.4),
+        NegativeBinomial(2.5).from_usual(jnp.array([0.4])),
         st.nbinom(2.5, 0.4),
         [0, 3, 11],
     ),
-    "poisson": (Poisson(), Poisson().from_usual(3.5), st.poisson(3.5), [0, 1, 9]),
-    "exponential": (Exponential(), Exponential().from_usual(2.0), st.expon(scale=0.5), [0.1, 2.0]),
-    "normal": (Normal(), Normal().from_usual(0.7, 2.0), st.norm(0.7, 2.0), [-1.0, 0.2, 3.0]),
-    "gamma": (Gamma(), Gamma().from_usual(2.5, 1.5), st.gamma(2.5, scale=1 / 1.5), [0.3, 2.0]),
-    "beta": (Beta(), Beta().from_usual(0.7, 2.0), st.beta(0.7, 2.0), [0.2, 0.9]),
+    "poisson": (Poisson(), Poisson().from_usual(jnp.array([3.5])), st.poisson(3.5), [0, 1, 9]),
+    "exponential": (
+        Exponential(),
+        Exponential().from_usual(jnp.array([2.0])),
+        st.expon(scale=0.5),
+        [0.1, 2.0],
+    ),
+    "normal": (
+        Normal(),
+        Normal().from_usual(jnp.array([0.7, 2.0])),
+        st.norm(0.7, 2.0),
+        [-1.0, 0.2, 3.0],
+    ),
+    "gamma": (
+        Gamma(),
+        Gamma().from_usual(jnp.array([2.5, 1.5])),
+        st.gamma(2.5, scale=1 / 1.5),
+        [0.3, 2.0],
+    ),
+    "beta": (Beta(), Beta().from_usual(jnp.array([0.7, 2.0])), st.beta(0.7, 2.0), [0.2, 0.9]),
     "categorical": (
         Categorical(4),
         Categorical(4).from_usual(jnp.array([0.1, 0.2, 0.3, 0.4])),
@@ -61,9 +84,27 @@ CASES = {
     ),
     "mvn": (
         MultivariateNormal(3),
-        MultivariateNormal(3).from_usual(MVN_MEAN, MVN_COV),
+        MultivariateNormal(3).from_mean_covariance(MVN_MEAN, MVN_COV),
         st.multivariate_normal(MVN_MEAN, MVN_COV),
         [np.array([0.1, 0.2, 0.3]), np.array([1.0, -2.0, 2.5])],
+    ),
+    "geometric": (
+        Geometric(),
+        Geometric().from_usual(jnp.array([0.4])),
+        st.geom(0.4, loc=-1),  # scipy counts trials; loc=-1 counts failures
+        [0, 1, 7],
+    ),
+    "multinomial": (
+        Multinomial(6, 3),
+        Multinomial(6, 3).from_usual(jnp.array([0.2, 0.3, 0.5])),
+        st.multinomial(6, [0.2, 0.3, 0.5]),
+        [np.array([1.0, 2.0, 3.0]), np.array([6.0, 0.0, 0.0])],
+    ),
+    "diagnormal": (
+        DiagonalNormal(2),
+        DiagonalNormal(2).from_usual(jnp.array([0.5, -1.0, 1.5, 0.7])),
+        st.multivariate_normal([0.5, -1.0], np.diag([1.5**2, 0.7**2])),
+        [np.array([0.1, 0.2]), np.array([2.0, -2.5])],
     ),
 }
 NAMES = list(CASES)
@@ -91,9 +132,9 @@ def test_log_prob_matches_scipy(name):
 @pytest.mark.parametrize(
     "fam,theta,support",
     [
-        (Binomial(7), Binomial(7).from_usual(0.3), np.arange(8)),
-        (Poisson(), Poisson().from_usual(3.5), np.arange(80)),  # tail mass < 1e-40
-        (NegativeBinomial(2.5), NegativeBinomial(2.5).from_usual(0.4), np.arange(400)),
+        (Binomial(7), Binomial(7).from_usual(jnp.array([0.3])), np.arange(8)),
+        (Poisson(), Poisson().from_usual(jnp.array([3.5])), np.arange(80)),  # tail mass < 1e-40
+        (NegativeBinomial(2.5), NegativeBinomial(2.5).from_usual(jnp.array([0.4])), np.arange(400)),
         (Categorical(5), Categorical(5).from_usual(jnp.full(5, 0.2)), np.arange(5)),
     ],
 )
@@ -160,28 +201,28 @@ def test_bernoulli_fisher_in_both_coordinates():
     # Fisher of Bernoulli: p(1 - p) in the logit, 1 / (p (1 - p)) in p (Amari 2016, Ex. 2.1).
     fam = Bernoulli()
     for p in [0.05, 0.3, 0.5, 0.9]:
-        theta = fam.from_usual(p)
+        theta = fam.from_usual(jnp.array([p]))
         close(fam.fisher_information(theta)[0, 0], p * (1 - p))
-        jac = jax.jacfwd(lambda q: fam.from_usual(q)[0])(jnp.asarray(p))
+        jac = jax.jacfwd(fam.from_usual)(jnp.array([p]))[0, 0]
         close(jac**2 * fam.fisher_information(theta)[0, 0], 1 / (p * (1 - p)), rtol=1e-12)
 
 
 def test_scalar_family_fisher_closed_forms():
     # Poisson: lambda in theta = log lambda; Exponential: 1/theta^2; Binomial: n p (1-p);
     # NegativeBinomial: r (1-p) / p^2 in theta = log(1 - p) (Casella & Berger, Ex. 7.3.x).
-    close(Poisson().fisher_information(Poisson().from_usual(3.5))[0, 0], 3.5)
+    close(Poisson().fisher_information(Poisson().from_usual(jnp.array([3.5])))[0, 0], 3.5)
     close(Exponential().fisher_information(jnp.array([-2.0]))[0, 0], 0.25)
-    close(Binomial(7).fisher_information(Binomial(7).from_usual(0.3))[0, 0], 7 * 0.21)
+    close(Binomial(7).fisher_information(Binomial(7).from_usual(jnp.array([0.3])))[0, 0], 7 * 0.21)
     nb = NegativeBinomial(2.5)
-    close(nb.fisher_information(nb.from_usual(0.4))[0, 0], 2.5 * 0.6 / 0.16)
+    close(nb.fisher_information(nb.from_usual(jnp.array([0.4])))[0, 0], 2.5 * 0.6 / 0.16)
 
 
 def test_normal_fisher_in_mean_std():
     # N(mu, sigma): g = diag(1, 2) / sigma^2 (Amari & Nagaoka 2000, Sec. 2.3; Rao 1945).
     fam = Normal()
     for mu, sigma in [(0.0, 1.0), (1.5, 0.3), (-2.0, 4.0)]:
-        jac = jax.jacfwd(lambda u: fam.from_usual(u[0], u[1]))(jnp.array([mu, sigma]))
-        g = jac.T @ fam.fisher_information(fam.from_usual(mu, sigma)) @ jac
+        jac = jax.jacfwd(lambda u: fam.from_usual(jnp.array([u[0], u[1]])))(jnp.array([mu, sigma]))
+        g = jac.T @ fam.fisher_information(fam.from_usual(jnp.array([mu, sigma]))) @ jac
         close(g, np.diag([1.0, 2.0]) / sigma**2)
 
 
@@ -190,7 +231,7 @@ def test_gamma_beta_dirichlet_fisher_closed_forms():
     # diag(psi1(alpha)) - psi1(alpha_0) (Minka 2000, Eq. 12; Amari 2016, Sec. 2.2).
     k, rate = 2.5, 1.5
     expected = np.array([[sp.polygamma(1, k), 1 / rate], [1 / rate, k / rate**2]])
-    close(Gamma().fisher_information(Gamma().from_usual(k, rate)), expected)
+    close(Gamma().fisher_information(Gamma().from_usual(jnp.array([k, rate]))), expected)
     for alpha in [np.array([0.7, 2.0]), np.array([0.5, 1.0, 4.0])]:
         expected = np.diag(sp.polygamma(1, alpha)) - sp.polygamma(1, alpha.sum())
         fam = Beta() if alpha.size == 2 else Dirichlet(3)
@@ -210,7 +251,7 @@ def test_mvn_fisher_in_mean_covariance():
     # (Skovgaard 1984; Amari & Nagaoka 2000, Sec. 2.3).
     fam = MultivariateNormal(3)
     mean, cov = jnp.asarray(MVN_MEAN), jnp.asarray(MVN_COV)
-    theta = fam.from_usual(mean, cov)
+    theta = fam.from_mean_covariance(mean, cov)
     g = fam.fisher_information(theta)
     precision = jnp.linalg.inv(cov)
     rng = np.random.default_rng(0)
@@ -218,7 +259,7 @@ def test_mvn_fisher_in_mean_covariance():
         dmu = jnp.asarray(rng.normal(size=3))
         ds = rng.normal(size=(3, 3))
         ds = jnp.asarray(ds + ds.T)
-        _, dtheta = jax.jvp(fam.from_usual, (mean, cov), (dmu, ds))
+        _, dtheta = jax.jvp(fam.from_mean_covariance, (mean, cov), (dmu, ds))
         expected = dmu @ precision @ dmu + 0.5 * jnp.trace(precision @ ds @ precision @ ds)
         close(dtheta @ g @ dtheta, expected, rtol=1e-11)
 
@@ -231,9 +272,15 @@ def test_kl_closed_forms():
     # MVN: 1/2 [tr(S2^-1 S1) + dm^T S2^-1 dm - d + ln det S2 / det S1] (Kullback 1959).
     l1, l2 = 3.5, 1.2
     fam = Poisson()
-    close(fam.kl_divergence(fam.from_usual(l1), fam.from_usual(l2)), l1 * np.log(l1 / l2) - l1 + l2)
+    close(
+        fam.kl_divergence(fam.from_usual(jnp.array([l1])), fam.from_usual(jnp.array([l2]))),
+        l1 * np.log(l1 / l2) - l1 + l2,
+    )
     fam = Exponential()
-    close(fam.kl_divergence(fam.from_usual(l1), fam.from_usual(l2)), np.log(l1 / l2) + l2 / l1 - 1)
+    close(
+        fam.kl_divergence(fam.from_usual(jnp.array([l1])), fam.from_usual(jnp.array([l2]))),
+        np.log(l1 / l2) + l2 / l1 - 1,
+    )
     k1, b1, k2, b2 = 2.5, 1.5, 0.7, 3.0
     expected = (
         (k1 - k2) * sp.digamma(k1)
@@ -242,7 +289,12 @@ def test_kl_closed_forms():
         + k2 * np.log(b1 / b2)
         + k1 * (b2 - b1) / b1
     )
-    close(Gamma().kl_divergence(Gamma().from_usual(k1, b1), Gamma().from_usual(k2, b2)), expected)
+    close(
+        Gamma().kl_divergence(
+            Gamma().from_usual(jnp.array([k1, b1])), Gamma().from_usual(jnp.array([k2, b2]))
+        ),
+        expected,
+    )
     a, b = np.array([0.5, 1.0, 4.0]), np.array([6.0, 0.7, 2.0])
 
     def log_b(x):
@@ -263,10 +315,18 @@ def test_kl_closed_forms():
         - 3
         + np.log(np.linalg.det(s2) / np.linalg.det(MVN_COV))
     )
-    close(mvn.kl_divergence(mvn.from_usual(MVN_MEAN, MVN_COV), mvn.from_usual(m2, s2)), expected)
+    close(
+        mvn.kl_divergence(
+            mvn.from_mean_covariance(MVN_MEAN, MVN_COV), mvn.from_mean_covariance(m2, s2)
+        ),
+        expected,
+    )
     bino = Binomial(7)
     expected = 7 * (0.3 * np.log(0.3 / 0.6) + 0.7 * np.log(0.7 / 0.4))
-    close(bino.kl_divergence(bino.from_usual(0.3), bino.from_usual(0.6)), expected)
+    close(
+        bino.kl_divergence(bino.from_usual(jnp.array([0.3])), bino.from_usual(jnp.array([0.6]))),
+        expected,
+    )
 
 
 # ------------------------------------------------------------------------------ dual coordinates
@@ -284,8 +344,8 @@ def test_overrides_match_autodiff_defaults(name):
 @pytest.mark.parametrize(
     "fam,theta",
     [
-        (Gamma(), Gamma().from_usual(0.05, 3.0)),
-        (Gamma(), Gamma().from_usual(200.0, 0.1)),
+        (Gamma(), Gamma().from_usual(jnp.array([0.05, 3.0]))),
+        (Gamma(), Gamma().from_usual(jnp.array([200.0, 0.1]))),
         (Beta(), jnp.array([0.2, 0.3])),
         (Beta(), jnp.array([20.0, 10.0])),
         (Dirichlet(3), jnp.array([0.5, 1.0, 4.0])),
@@ -300,8 +360,8 @@ def test_newton_inverse_on_hard_points(fam, theta):
 def test_usual_round_trip(name):
     fam, theta, _, _ = CASES[name]
     usual = fam.to_usual(theta)
-    usual = usual if isinstance(usual, tuple) else (usual,)
-    close(fam.from_usual(*usual), theta)
+    assert usual.ndim == 1
+    close(fam.from_usual(usual), theta)
 
 
 @settings(max_examples=25, deadline=None)
@@ -310,7 +370,10 @@ def test_usual_round_trip(name):
     hst.floats(0.05, 20.0),
 )
 def test_beta_gamma_inverse_property(a, b):
-    for fam, theta in [(Beta(), jnp.array([a, b])), (Gamma(), Gamma().from_usual(a, b))]:
+    for fam, theta in [
+        (Beta(), jnp.array([a, b])),
+        (Gamma(), Gamma().from_usual(jnp.array([a, b]))),
+    ]:
         close(fam.natural_parameters(fam.mean_parameters(theta)), theta, rtol=1e-9, atol=1e-10)
 
 
@@ -338,7 +401,9 @@ def test_normal_distance_against_poincare_half_plane():
         dx = (m1 - m2) / np.sqrt(2)
         expected = np.sqrt(2) * np.arccosh(1 + (dx**2 + (s1 - s2) ** 2) / (2 * s1 * s2))
         close(
-            fam.geodesic_distance(fam.from_usual(m1, s1), fam.from_usual(m2, s2)),
+            fam.geodesic_distance(
+                fam.from_usual(jnp.array([m1, s1])), fam.from_usual(jnp.array([m2, s2]))
+            ),
             expected,
             rtol=1e-12,
         )
@@ -376,14 +441,24 @@ def test_closed_form_distances_equal_lengths_of_known_geodesics():
     close(bino.geodesic_distance(path(0.0), path(1.0)), _curve_length(bino, path), rtol=1e-9)
     bern = Bernoulli()
     close(
-        bern.geodesic_distance(bern.from_usual(p0), bern.from_usual(p1)),
+        bern.geodesic_distance(bern.from_usual(jnp.array([p0])), bern.from_usual(jnp.array([p1]))),
         bino.geodesic_distance(path(0.0), path(1.0)) / np.sqrt(5),
         rtol=1e-12,
     )
 
 
 @pytest.mark.parametrize(
-    "name", ["bernoulli", "binomial", "poisson", "exponential", "normal", "categorical"]
+    "name",
+    [
+        "bernoulli",
+        "binomial",
+        "poisson",
+        "exponential",
+        "normal",
+        "categorical",
+        "geometric",
+        "multinomial",
+    ],
 )
 def test_distance_small_separation_symmetry_and_gradient(name):
     fam, theta, _, _ = CASES[name]
@@ -449,7 +524,7 @@ def test_wrong_shapes_and_bad_constructor_arguments():
     with pytest.raises(ValueError, match="num_trials"):
         Binomial(0)
     with pytest.raises(ValueError, match="shape"):
-        MultivariateNormal(2).from_usual(jnp.zeros(3), jnp.eye(2))
+        MultivariateNormal(2).from_mean_covariance(jnp.zeros(3), jnp.eye(2))
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -494,7 +569,18 @@ def test_float32_smoke(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["bernoulli", "binomial", "poisson", "exponential", "normal", "categorical"]
+    "name",
+    [
+        "bernoulli",
+        "binomial",
+        "poisson",
+        "exponential",
+        "normal",
+        "categorical",
+        "geometric",
+        "multinomial",
+        "diagnormal",
+    ],
 )
 def test_closed_form_distance_accepts_the_base_signature(name):
     # The overrides keep AbstractStatisticalManifold.geodesic_distance's keywords, so code
@@ -507,3 +593,206 @@ def test_closed_form_distance_accepts_the_base_signature(name):
     keyed = fam.geodesic_distance(theta, other, solver=GeodesicSolver(), throw=False)
     np.testing.assert_allclose(keyed, plain, rtol=RTOL, atol=ATOL)
     assert float(plain) > 0.0
+
+
+# ------------------------------------------------------------------------------ usual charts
+def _vech_basis_metric(mean, cov):
+    # Skovgaard (1984): g(dmu, dmu) = dmu^T S^-1 dmu, g(dS, dS') = 1/2 tr(S^-1 dS S^-1 dS'),
+    # no cross term; evaluated on the coordinate basis of (mean, vech(cov)).
+    d = mean.shape[0]
+    prec = np.linalg.inv(cov)
+    rows, cols = np.tril_indices(d)
+    basis = []
+    for r, c in zip(rows, cols):
+        e = np.zeros((d, d))
+        e[r, c] = e[c, r] = 1.0
+        basis.append(e)
+    m = len(basis)
+    g = np.zeros((d + m, d + m))
+    g[:d, :d] = prec
+    for a in range(m):
+        for b in range(m):
+            g[d + a, d + b] = 0.5 * np.trace(prec @ basis[a] @ prec @ basis[b])
+    return g
+
+
+def _published_usual_fisher():
+    k, rate, a, b, mu, s = 2.5, 1.5, 0.7, 2.0, 0.7, 2.0
+    p3 = np.array([0.2, 0.3, 0.5])
+    simplex = np.diag(1 / p3[:-1]) + 1 / p3[-1]  # in the first k-1 probabilities
+    alpha = np.array([0.5, 1.0, 4.0])
+    cov = np.array([[1.5, 0.4], [0.4, 0.8]])
+    return [
+        # Rao (1945); Amari & Nagaoka (2000), Sec. 2.3: diag(1, 2) / sigma^2 in (mu, sigma).
+        ("normal", Normal(), Normal().from_usual, [mu, s], np.diag([1.0, 2.0]) / s**2),
+        # Minka, Estimating a Gamma distribution (2002): [[psi1(k), -1/b], [-1/b, k/b^2]].
+        (
+            "gamma",
+            Gamma(),
+            Gamma().from_usual,
+            [k, rate],
+            np.array([[sp.polygamma(1, k), -1 / rate], [-1 / rate, k / rate**2]]),
+        ),
+        # Johnson, Kotz & Balakrishnan, Continuous Univariate Distributions 2 (1995), Sec. 25.4.
+        (
+            "beta",
+            Beta(),
+            Beta().from_usual,
+            [a, b],
+            np.diag(sp.polygamma(1, [a, b])) - sp.polygamma(1, a + b),
+        ),
+        # Bernoulli / binomial / Poisson / exponential / geometric / negative binomial in their
+        # usual parameter (Casella & Berger, Statistical Inference (2002), Sec. 7.3).
+        ("bernoulli", Bernoulli(), Bernoulli().from_usual, [0.3], [[1 / (0.3 * 0.7)]]),
+        ("binomial", Binomial(7), Binomial(7).from_usual, [0.3], [[7 / (0.3 * 0.7)]]),
+        ("poisson", Poisson(), Poisson().from_usual, [3.5], [[1 / 3.5]]),
+        ("exponential", Exponential(), Exponential().from_usual, [2.0], [[1 / 4.0]]),
+        ("geometric", Geometric(), Geometric().from_usual, [0.4], [[1 / (0.16 * 0.6)]]),
+        (
+            "negbinomial",
+            NegativeBinomial(2.5),
+            NegativeBinomial(2.5).from_usual,
+            [0.4],
+            [[2.5 / (0.16 * 0.6)]],
+        ),
+        # Multinomial in the first k-1 probabilities: n (diag(1/p) + 1/p_k) (Rao 1945).
+        (
+            "categorical",
+            Categorical(3),
+            lambda q: Categorical(3).from_usual(jnp.append(q, 1 - jnp.sum(q))),
+            p3[:-1],
+            simplex,
+        ),
+        (
+            "multinomial",
+            Multinomial(6, 3),
+            lambda q: Multinomial(6, 3).from_usual(jnp.append(q, 1 - jnp.sum(q))),
+            p3[:-1],
+            6 * simplex,
+        ),
+        # Dirichlet: diag(psi1(alpha)) - psi1(alpha_0) (Minka 2000, Eq. 12).
+        (
+            "dirichlet",
+            Dirichlet(3),
+            Dirichlet(3).from_usual,
+            alpha,
+            np.diag(sp.polygamma(1, alpha)) - sp.polygamma(1, alpha.sum()),
+        ),
+        # Product of normal planes: diag(1/sigma^2, 2/sigma^2) per coordinate.
+        (
+            "diagnormal",
+            DiagonalNormal(2),
+            DiagonalNormal(2).from_usual,
+            [0.5, -1.0, 1.5, 0.7],
+            np.diag([1 / 1.5**2, 1 / 0.7**2, 2 / 1.5**2, 2 / 0.7**2]),
+        ),
+        (
+            "mvn",
+            MultivariateNormal(2),
+            MultivariateNormal(2).from_usual,
+            [0.3, -0.2, 1.5, 0.4, 0.8],
+            _vech_basis_metric(np.array([0.3, -0.2]), cov),
+        ),
+    ]
+
+
+USUAL = _published_usual_fisher()
+
+
+@pytest.mark.parametrize("case", USUAL, ids=[c[0] for c in USUAL])
+def test_fisher_in_usual_chart_is_the_published_one(case):
+    _, fam, to_theta, usual, expected = case
+    chart = fam.reparameterize(to_theta)
+    u = jnp.asarray(usual, dtype=jnp.float64)
+    close(eqx.filter_jit(chart.fisher_information)(u), expected, rtol=1e-12, atol=1e-12)
+    # Second route: the pull-back by hand, J^T g J with J from jax.jacfwd.
+    jac = jax.jacfwd(to_theta)(u)
+    close(chart.metric(u), jac.T @ fam.fisher_information(to_theta(u)) @ jac, rtol=1e-13)
+
+
+def test_normal_usual_chart_christoffel_and_curvature():
+    # Levi-Civita symbols of diag(1, 2) / sigma^2 in (mu, sigma) (Costa, Santos & Strapasson,
+    # Discrete Appl. Math. 197 (2015), Sec. 3): G^mu_{mu s} = -1/s, G^s_{mu mu} = 1/(2 s),
+    # G^s_{s s} = -1/s, the rest zero; scalar curvature -1.
+    fam = Normal()
+    chart = fam.reparameterize(fam.from_usual)
+    s = 1.7
+    u = jnp.array([0.3, s])
+    expected = np.zeros((2, 2, 2))
+    expected[0, 0, 1] = expected[0, 1, 0] = -1 / s
+    expected[1, 0, 0] = 1 / (2 * s)
+    expected[1, 1, 1] = -1 / s
+    close(eqx.filter_jit(chart.christoffel_symbols)(u), expected, rtol=1e-12, atol=1e-12)
+    close(eqx.filter_jit(chart.scalar_curvature)(u), -1.0, rtol=1e-12, atol=1e-12)
+    # The skewness tensor is a tensor: its pull-back agrees with the model route's value
+    # E[s^3] in (mu, sigma): T_{mu mu s} = 2 / s^3, T_{s s s} = 8 / s^3.
+    t = chart.skewness_tensor(u)
+    close(t[0, 0, 1], 2 / s**3)
+    close(t[1, 1, 1], 8 / s**3)
+
+
+def test_tangent_conversions_are_inverse_jacobians():
+    fam = Gamma()
+    u = jnp.array([2.5, 1.5])
+    v = jnp.array([0.3, -0.7])
+    theta = fam.from_usual(u)
+    dtheta = fam.tangent_from_usual(u, v)
+    close(dtheta, jax.jacfwd(fam.from_usual)(u) @ v)
+    close(fam.tangent_to_usual(theta, dtheta), v)
+    # Norms agree in both charts (the metric is a tensor).
+    chart = fam.reparameterize(fam.from_usual)
+    close(chart.norm(u, v), fam.norm(theta, dtheta))
+    with pytest.raises(ValueError, match="shape"):
+        fam.tangent_from_usual(u, jnp.ones(3))
+
+
+def test_usual_coordinates_take_arrays_only():
+    with pytest.raises(ValueError, match="usual"):
+        Normal().from_usual(jnp.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="usual"):
+        Poisson().from_usual(jnp.array(2.0))
+
+
+def test_new_family_distances_match_curve_lengths():
+    # Geometric: ds = dp / (p sqrt(1 - p)); length by quadrature of sqrt(g) in p.
+    fam = Geometric()
+    p0, p1 = 0.2, 0.7
+    length = scipy.integrate.quad(lambda p: 1 / (p * np.sqrt(1 - p)), p0, p1, epsabs=1e-13)[0]
+    d = fam.geodesic_distance(fam.from_usual(jnp.array([p0])), fam.from_usual(jnp.array([p1])))
+    close(d, length, rtol=1e-11)
+    # Multinomial(n): sqrt(n) times the categorical distance (the sphere of radius 2 sqrt n).
+    p, q = jnp.array([0.2, 0.3, 0.5]), jnp.array([0.6, 0.1, 0.3])
+    multi, cat = Multinomial(6, 3), Categorical(3)
+    close(
+        multi.geodesic_distance(multi.from_usual(p), multi.from_usual(q)),
+        np.sqrt(6) * cat.geodesic_distance(cat.from_usual(p), cat.from_usual(q)),
+    )
+    # Diagonal normal: the root sum of squares of the univariate distances.
+    diag, normal = DiagonalNormal(2), Normal()
+    a, b = jnp.array([0.0, 1.0, 1.0, 0.5]), jnp.array([1.0, -1.0, 2.0, 0.7])
+    each = [
+        normal.geodesic_distance(
+            normal.from_usual(jnp.array([a[i], a[2 + i]])),
+            normal.from_usual(jnp.array([b[i], b[2 + i]])),
+        )
+        for i in range(2)
+    ]
+    close(diag.geodesic_distance(diag.from_usual(a), diag.from_usual(b)), np.hypot(*each))
+    # The diagonal normal's scalar curvature is -1 per coordinate plane.
+    curvature = eqx.filter_jit(diag.reparameterize(diag.from_usual).scalar_curvature)(a)
+    close(curvature, -2.0, rtol=1e-10)
+
+
+def test_reparameterize_method_routes_agree():
+    # closed_form: the family's closed-form metric and distance; numerical: Hessian of A by
+    # autodiff and shooting in (mu, sigma). Costa, Santos & Strapasson (2015), Eq. (7).
+    fam = Normal()
+    closed = fam.reparameterize(fam.from_usual)
+    numerical = fam.reparameterize(fam.from_usual, method="numerical")
+    u0, u1 = jnp.array([0.0, 1.0]), jnp.array([1.0, 2.0])
+    close(closed.metric(u0), numerical.metric(u0), rtol=1e-13)
+    expected = fam.geodesic_distance(fam.from_usual(u0), fam.from_usual(u1))
+    close(closed.geodesic_distance(u0, u1), expected, rtol=1e-13)
+    close(eqx.filter_jit(numerical.geodesic_distance)(u0, u1), expected, rtol=1e-8)
+    with pytest.raises(ValueError, match="method"):
+        fam.reparameterize(fam.from_usual, method="exact")

@@ -75,8 +75,8 @@ def normal_log(a, b, alpha):
 
 
 def normal_points(pairs):
-    a = jnp.stack([NORMAL.from_usual(m, s) for m, s, _, _ in pairs])
-    b = jnp.stack([NORMAL.from_usual(m, s) for _, _, m, s in pairs])
+    a = jnp.stack([NORMAL.from_usual(jnp.array([m, s])) for m, s, _, _ in pairs])
+    b = jnp.stack([NORMAL.from_usual(jnp.array([m, s])) for _, _, m, s in pairs])
     return a, b
 
 
@@ -111,8 +111,8 @@ def test_normal_distance_matches_closed_forms():
     ids=["categorical", "poisson", "exponential"],
 )
 def test_distance_matches_closed_form_and_override(family, usual_pairs, published):
-    a = jnp.stack([family.from_usual(p) for p, _ in usual_pairs])
-    b = jnp.stack([family.from_usual(q) for _, q in usual_pairs])
+    a = jnp.stack([family.from_usual(jnp.atleast_1d(jnp.asarray(p))) for p, _ in usual_pairs])
+    b = jnp.stack([family.from_usual(jnp.atleast_1d(jnp.asarray(q))) for _, q in usual_pairs])
     numeric = _numeric_distance(family)(a, b)
     expected = np.array([published(p, q) for p, q in usual_pairs])
     np.testing.assert_allclose(numeric, expected, **TOL)
@@ -125,8 +125,8 @@ def test_binary_distance_matches_override(family):
     # Rao (1945): 2 sqrt(n) arccos(sqrt(p0 p1) + sqrt((1 - p0)(1 - p1))).
     p = np.array([0.05, 0.5, 0.9])
     q = np.array([0.95, 0.6, 0.2])
-    a = jnp.stack([family.from_usual(x) for x in p])
-    b = jnp.stack([family.from_usual(x) for x in q])
+    a = jnp.stack([family.from_usual(jnp.array([x])) for x in p])
+    b = jnp.stack([family.from_usual(jnp.array([x])) for x in q])
     n = getattr(family, "num_trials", 1)
     expected = 2 * np.sqrt(n) * np.arccos(np.sqrt(p * q) + np.sqrt((1 - p) * (1 - q)))
     numeric = _numeric_distance(family)(a, b)
@@ -210,7 +210,7 @@ normal_distance_grad = jax.jit(
 
 
 def test_distance_gradient_envelope_theorem():
-    a, b = NORMAL.from_usual(0.0, 1.0), NORMAL.from_usual(3.0, 0.5)
+    a, b = NORMAL.from_usual(jnp.array([0.0, 1.0])), NORMAL.from_usual(jnp.array([3.0, 0.5]))
     g0, g1 = normal_distance_grad(a, b)
     # Second route: autodiff through the closed-form override.
     c0, c1 = jax.grad(NORMAL.geodesic_distance, argnums=(0, 1))(a, b)
@@ -225,7 +225,7 @@ def test_distance_gradient_envelope_theorem():
 
 
 def test_log_map_and_exp_map_jacobians_are_inverse():
-    a, b = NORMAL.from_usual(0.0, 1.0), NORMAL.from_usual(3.0, 0.5)
+    a, b = NORMAL.from_usual(jnp.array([0.0, 1.0])), NORMAL.from_usual(jnp.array([3.0, 0.5]))
     v = normal_log(a, b, 0.0)
     # Reverse mode through log_map (implicit function theorem), forward mode through exp_map.
     jac_0, jac_1 = jax.jit(jax.jacrev(lambda x, y: NORMAL.log_map(x, y), argnums=(0, 1)))(a, b)
@@ -246,7 +246,7 @@ def test_log_map_and_exp_map_jacobians_are_inverse():
 # ------------------------------------------------------------------------- alpha-geodesics
 @pytest.mark.parametrize("alpha", [1.0, -1.0])
 def test_e_and_m_geodesics_closed_form_vs_ode(alpha):
-    a, b = NORMAL.from_usual(0.0, 1.0), NORMAL.from_usual(2.0, 3.0)
+    a, b = NORMAL.from_usual(jnp.array([0.0, 1.0])), NORMAL.from_usual(jnp.array([2.0, 3.0]))
     traced = jnp.asarray(alpha)  # an array alpha forces the ODE route
     closed = NORMAL.log_map(a, b, alpha)
     numeric = normal_log(a, b, traced)
@@ -270,7 +270,7 @@ def test_e_and_m_geodesics_closed_form_vs_ode(alpha):
 def test_alpha_geodesic_solves_its_equation():
     # For alpha = 0.5 there is no closed form: check exp(log) and the geodesic equation itself
     # (finite differences of the path against -Gamma^(alpha)(v, v)).
-    a, b = NORMAL.from_usual(0.0, 1.0), NORMAL.from_usual(1.5, 2.0)
+    a, b = NORMAL.from_usual(jnp.array([0.0, 1.0])), NORMAL.from_usual(jnp.array([1.5, 2.0]))
     alpha = jnp.asarray(0.5)
     v = normal_log(a, b, alpha)
     np.testing.assert_allclose(normal_exp(a, v, alpha), b, **TOL)
@@ -285,7 +285,7 @@ def test_alpha_geodesic_solves_its_equation():
 
 # ------------------------------------------------------------------------- geodesic()
 def test_geodesic_points_match_exp_map_at_every_time():
-    a = NORMAL.from_usual(0.5, 1.5)
+    a = NORMAL.from_usual(jnp.array([0.5, 1.5]))
     v = jnp.array([0.4, 0.3])
     ts = jnp.array([0.7, -0.4, 0.0, 1.3, 0.2])
     path = jax.jit(lambda t: NORMAL.geodesic(a, v, t))(ts)
@@ -297,7 +297,7 @@ def test_geodesic_points_match_exp_map_at_every_time():
 
 @pytest.mark.slow
 def test_geodesic_time_derivative_is_the_velocity():
-    a = NORMAL.from_usual(0.5, 1.5)
+    a = NORMAL.from_usual(jnp.array([0.5, 1.5]))
     v = jnp.array([0.4, 0.3])
     velocity = jax.jacfwd(lambda t: NORMAL.geodesic(a, v, t))(jnp.asarray(0.0))
     np.testing.assert_allclose(velocity, v, rtol=1e-12, atol=1e-12)
@@ -317,7 +317,7 @@ normal_transport = jax.jit(
 
 
 def test_levi_civita_transport_is_an_isometry_and_carries_the_velocity():
-    a, b = NORMAL.from_usual(0.0, 1.0), NORMAL.from_usual(2.0, 0.4)
+    a, b = NORMAL.from_usual(jnp.array([0.0, 1.0])), NORMAL.from_usual(jnp.array([2.0, 0.4]))
     u, w = jnp.array([1.0, 2.0]), jnp.array([-0.5, 0.3])
     zero = jnp.asarray(0.0)
     tu = normal_transport(a, u, b, zero, zero)
@@ -340,7 +340,7 @@ def test_levi_civita_transport_is_an_isometry_and_carries_the_velocity():
 )
 def test_dual_transports_preserve_the_pairing(alpha, u, w):
     # Amari & Nagaoka (2000), Theorem 3.1: g(Pi^(a) u, Pi^(-a) w) = g(u, w) along any curve.
-    a, b = NORMAL.from_usual(-0.5, 0.8), NORMAL.from_usual(1.0, 2.5)
+    a, b = NORMAL.from_usual(jnp.array([-0.5, 0.8])), NORMAL.from_usual(jnp.array([1.0, 2.5]))
     u, w = jnp.asarray(u), jnp.asarray(w)
     zero = jnp.asarray(0.0)
     pu = normal_transport(a, u, b, zero, jnp.asarray(alpha))
@@ -349,7 +349,7 @@ def test_dual_transports_preserve_the_pairing(alpha, u, w):
 
 
 def test_flat_transports_closed_form_vs_ode():
-    a, b = NORMAL.from_usual(0.0, 1.0), NORMAL.from_usual(2.0, 0.4)
+    a, b = NORMAL.from_usual(jnp.array([0.0, 1.0])), NORMAL.from_usual(jnp.array([2.0, 0.4]))
     w = jnp.array([1.0, -2.0])
     zero = jnp.asarray(0.0)
     # e-transport is the identity in natural (affine) coordinates ...
@@ -397,7 +397,7 @@ def test_transport_derivatives_forward_reverse_and_finite_differences():
 @settings(max_examples=5, deadline=None)
 @given(m0=hst.floats(-3, 3), s0=hst.floats(0.2, 5), m1=hst.floats(-3, 3), s1=hst.floats(0.2, 5))
 def test_normal_exp_log_inverse_and_symmetric_distance(m0, s0, m1, s1):
-    a, b = NORMAL.from_usual(m0, s0), NORMAL.from_usual(m1, s1)
+    a, b = NORMAL.from_usual(jnp.array([m0, s0])), NORMAL.from_usual(jnp.array([m1, s1]))
     sol = normal_solve(a, b, 0.0)
     assert sol.result == RESULTS.successful
     np.testing.assert_allclose(normal_exp(a, sol.velocity, 0.0), b, rtol=1e-9, atol=1e-9)
@@ -453,7 +453,7 @@ FLAT = StatisticalManifold(
 
 
 def test_bad_input_raises_clear_errors():
-    a = NORMAL.from_usual(0.0, 1.0)
+    a = NORMAL.from_usual(jnp.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="shape"):
         NORMAL.exp_map(a, jnp.ones(3))
     with pytest.raises(ValueError, match="exactly one of `v` and `end_point`"):
@@ -478,7 +478,7 @@ def test_geodesic_leaving_the_domain_raises_or_returns_nan():
         jax.block_until_ready(flat_exp(a, jnp.array([0.0, -2.0]), True))
     assert np.all(np.isnan(flat_exp(a, jnp.array([0.0, -2.0]), False)))
     with pytest.raises(Exception, match="leaves the natural domain"):
-        NORMAL.exp_map(NORMAL.from_usual(0.0, 1.0), jnp.array([0.0, 1.0]), 1.0)
+        NORMAL.exp_map(NORMAL.from_usual(jnp.array([0.0, 1.0])), jnp.array([0.0, 1.0]), 1.0)
 
 
 def test_log_map_failures_give_result_codes_and_errors():

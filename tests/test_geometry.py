@@ -115,7 +115,7 @@ gamma_curvatures = jax.jit(
 def test_gamma_curvature_formula():
     k = jnp.array([0.3, 1.0, 2.5, 10.0, 60.0])
     rate = jnp.array([2.0, 0.1, 1.0, 5.0, 0.7])
-    theta = jax.vmap(GAMMA.from_usual)(k, rate)
+    theta = jax.vmap(GAMMA.from_usual)(jnp.stack([k, rate], axis=1))
     scalar, sectional, scalar_usual = gamma_curvatures(theta)
     expected = gamma_gaussian_curvature(k)
     np.testing.assert_allclose(sectional, expected, rtol=1e-9, atol=1e-12)
@@ -125,7 +125,7 @@ def test_gamma_curvature_formula():
 
 def test_gamma_curvature_is_differentiable():
     # d S / d theta: S depends on the shape k = theta[0] alone.
-    theta = GAMMA.from_usual(2.5, 3.0)
+    theta = GAMMA.from_usual(jnp.array([2.5, 3.0]))
     grad = jax.jit(jax.grad(GAMMA.scalar_curvature))(theta)
     expected = 2 * jax.grad(gamma_gaussian_curvature)(2.5)
     np.testing.assert_allclose(grad, [expected, 0.0], rtol=1e-9, atol=1e-12)
@@ -139,7 +139,7 @@ def test_gamma_against_geomstats_pulled_back():
     # geomstats' standard coordinates: (kappa, gamma) = (k, k / b) = (theta_0, -theta_0/theta_1).
     to_standard = lambda th: jnp.array([th[0], -th[0] / th[1]])  # noqa: E731
     for k, b in [(0.7, 2.0), (3.0, 0.5)]:
-        theta = GAMMA.from_usual(k, b)
+        theta = GAMMA.from_usual(jnp.array([k, b]))
         phi = np.asarray(to_standard(theta))
         jac = jax.jacfwd(to_standard)(theta)
         pulled_back = jac.T @ np.asarray(gs_gamma.metric.metric_matrix(phi)) @ jac

@@ -78,7 +78,7 @@ def test_natural_gradient_is_newton_step_poisson(solver):
 
 def test_natural_gradient_is_newton_step_normal():
     # Second route: Newton's step with the autodiff Hessian of the NLL (= Fisher for an EF).
-    theta = NORMAL.from_usual(0.2, 1.5)
+    theta = NORMAL.from_usual(jnp.array([0.2, 1.5]))
     g = NLL_GRAD(theta)
     newton = theta - jnp.linalg.solve(NLL_HESS(theta), g)
     for solver in ["dense", "cg"]:
@@ -93,7 +93,7 @@ def test_mirror_descent_with_log_partition_lands_on_mle(closed_form):
     # mu = mean, sigma^2 = biased variance; natural parameters (mu / s2, -1 / (2 s2)).
     mu, s2 = jnp.mean(DATA), jnp.var(DATA)
     mle = jnp.array([mu / s2, -0.5 / s2])
-    theta = NORMAL.from_usual(-1.0, 0.5)
+    theta = NORMAL.from_usual(jnp.array([-1.0, 0.5]))
     inverse = NORMAL.natural_parameters if closed_form else None
     opt = mirror_descent(
         1.0, NORMAL.log_partition, inverse_gradient=inverse, in_domain=NORMAL.in_domain
@@ -107,7 +107,7 @@ def test_mirror_descent_with_log_partition_lands_on_mle(closed_form):
 def test_mirror_descent_is_natural_gradient_in_expectation_coordinates():
     # With A as potential: eta_+ = eta - lr grad_theta L = eta - lr F_eta^{-1} grad_eta L, with
     # F_eta = Hessian of the dual potential A* (Amari & Nagaoka 2000, Theorem 3.7).
-    lr, theta = 0.3, NORMAL.from_usual(0.5, 2.0)
+    lr, theta = 0.3, NORMAL.from_usual(jnp.array([0.5, 2.0]))
     md_updates, _ = one_update(
         mirror_descent(lr, NORMAL.log_partition, in_domain=NORMAL.in_domain),
         NLL_GRAD(theta),
@@ -130,7 +130,7 @@ def test_natural_gradient_transforms_as_tangent_vector():
     # theta = h(phi), phi = (mu, log sigma). F_phi = J^T F_theta J, g_phi = J^T g_theta, so
     # ng_phi = J^{-1} ng_theta (Amari 1998, Sec. 3): J ng_phi = ng_theta; not so for gradients.
     def h(phi):
-        return NORMAL.from_usual(phi[0], jnp.exp(phi[1]))
+        return NORMAL.from_usual(jnp.array([phi[0], jnp.exp(phi[1])]))
 
     phi = jnp.array([0.4, 0.3])
     theta = h(phi)
@@ -257,7 +257,7 @@ def test_bad_fisher_output_raises():
 # Fisher builders
 # ---------------------------------------------------------------------------------------------
 def test_manifold_fisher_family_and_model():
-    theta = NORMAL.from_usual(0.3, 0.8)
+    theta = NORMAL.from_usual(jnp.array([0.3, 0.8]))
     fisher = jax.jit(manifold_fisher(NORMAL))
     # Closed form: Fisher of N(mu, s2) in natural coordinates is Cov[T(x)] =
     # [[s2, 2 mu s2], [2 mu s2, 4 mu^2 s2 + 2 s2^2]] (Amari & Nagaoka 2000, Sec. 2.2).
@@ -430,7 +430,7 @@ def test_mirror_descent_damping_closed_form_and_damped_natural_gradient_limit():
     np.testing.assert_allclose(updates, expected, **TOL)
     # Second route: with A as the potential, the small-step direction is the damped natural
     # gradient (A'' + lam I)^{-1} g of natural_gradient with the same damping.
-    theta = NORMAL.from_usual(0.4, 1.3)
+    theta = NORMAL.from_usual(jnp.array([0.4, 1.3]))
     g = NLL_GRAD(theta)
     md = scale_by_mirror_descent(
         NORMAL.log_partition, 1e-7, damping=lam, in_domain=NORMAL.in_domain
@@ -573,7 +573,7 @@ ALL_OPTS = {
 @pytest.mark.parametrize("name", list(ALL_OPTS))
 def test_missing_params_raises(name):
     opt = ALL_OPTS[name]()
-    theta = NORMAL.from_usual(0.0, 1.0)
+    theta = NORMAL.from_usual(jnp.array([0.0, 1.0]))
     state = opt.init(theta)
     with pytest.raises(ValueError, match="needs the current parameters"):
         opt.update(jnp.ones(2), state)
@@ -586,7 +586,7 @@ def test_float32_dtypes_kept(name):
     opt = ALL_OPTS[name]()
     params = jnp.array([0.5, 0.5], jnp.float32)
     if name != "exponentiated_gradient":
-        params = NORMAL.from_usual(0.1, 1.2).astype(jnp.float32)
+        params = NORMAL.from_usual(jnp.array([0.1, 1.2])).astype(jnp.float32)
     state = opt.init(params)
     updates, state = jax.jit(opt.update)(jnp.array([0.3, -0.2], jnp.float32), state, params)
     assert updates.dtype == jnp.float32
@@ -601,7 +601,7 @@ def test_float32_smoke_fisher_builders():
         op = predictive_fisher(_linear_logits, "categorical")(params, batch=(x, y))
         loglik = lambda p, ex: jax.nn.log_softmax(_linear_logits(p, ex[0][None])[0])[ex[1]]
         op_emp = empirical_fisher(loglik)(params, batch=(x, y))
-        f = manifold_fisher(NORMAL)(NORMAL.from_usual(0.0, 1.0).astype(jnp.float32))
+        f = manifold_fisher(NORMAL)(NORMAL.from_usual(jnp.array([0.0, 1.0])).astype(jnp.float32))
         opt = natural_gradient(0.5, predictive_fisher(_linear_logits, "categorical"))
         return op.mv(params), op_emp.mv(params), f, one_update(opt, params, params, batch=(x, y))
 
@@ -612,7 +612,7 @@ def test_float32_smoke_fisher_builders():
 
 
 def test_chain_and_extra_args_ignored():
-    theta = NORMAL.from_usual(0.2, 1.5)
+    theta = NORMAL.from_usual(jnp.array([0.2, 1.5]))
     g = NLL_GRAD(theta)
     chained = optax.chain(
         optax.clip_by_global_norm(1e6),

@@ -91,7 +91,7 @@ def test_m_projection_of_samples_is_the_mle():
         [[1.0, 0.3, 0.0], [0.0, 1.0, -0.4], [0.0, 0.0, 0.5]]
     )
     mvn = MultivariateNormal(3)
-    mean, cov = mvn.to_usual(ig.m_projection(mvn, samples=y))
+    mean, cov = mvn.mean_covariance(ig.m_projection(mvn, samples=y))
     np.testing.assert_allclose(mean, y.mean(0), **TOL)
     np.testing.assert_allclose(cov, np.cov(y.T, bias=True), **TOL)
 
@@ -143,7 +143,7 @@ def test_pythagorean_relation_m_projection_onto_e_flat_subfamily(p, w):
 
 def test_m_projection_affine_closed_forms():
     normal = Normal()
-    p = normal.from_usual(2.0, 3.0)
+    p = normal.from_usual(jnp.array([2.0, 3.0]))
     eta = normal.mean_parameters(p)
     # N(mu, 1), theta = (mu, -1/2): the m-projection keeps the mean (moment matching of x).
     res = ig.m_projection_affine(
@@ -206,7 +206,7 @@ def test_mean_field_forward_and_reverse_kl_closed_forms():
     target = _gauss2_theta(MF_MEAN, MF_COV)
     # The family's moments against the catalogue's MultivariateNormal(2) (same coordinates).
     mvn = MultivariateNormal(2)
-    np.testing.assert_allclose(target, mvn.from_usual(MF_MEAN, MF_COV), **TOL)
+    np.testing.assert_allclose(target, mvn.from_mean_covariance(MF_MEAN, MF_COV), **TOL)
     eta = jax.grad(_gaussian2_log_partition)(target)
     np.testing.assert_allclose(eta, mvn.mean_parameters(target), **TOL)
     m_res = ig.m_projection_affine(GAUSS2, eta, basis=DIAGONAL_BASIS, initial_coordinates=MF_START)
@@ -245,7 +245,7 @@ def test_e_projection_affine_closed_forms():
     normal = Normal()
     # Tilting N(m, s^2) by exp(lambda x) shifts the mean and keeps the variance
     # (Kullback 1959, Ch. 3; the normal cumulant generating function).
-    p = normal.from_usual(-1.0, 2.0)
+    p = normal.from_usual(jnp.array([-1.0, 2.0]))
     res = ig.e_projection_affine(
         normal, p, constraint_matrix=jnp.array([[1.0, 0.0]]), constraint_value=jnp.array([3.0])
     )
@@ -283,7 +283,7 @@ def _gauss_hermite(num_nodes):
 
 
 GH20 = _gauss_hermite(20)
-P_NORMAL = Normal().from_usual(1.5, 0.7)
+P_NORMAL = Normal().from_usual(jnp.array([1.5, 0.7]))
 
 
 def _log_normal_target(x):  # unnormalized: the constant is irrelevant for the e-projection
@@ -436,7 +436,9 @@ def test_float32_smoke():
     x = jnp.asarray(np.random.default_rng(5).normal(1.0, 2.0, (50, 2)), f32)
     theta = ig.m_projection(MultivariateNormal(2), samples=x)
     assert theta.dtype == f32
-    np.testing.assert_allclose(MultivariateNormal(2).to_usual(theta)[0], x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(
+        MultivariateNormal(2).mean_covariance(theta)[0], x.mean(0), rtol=1e-5
+    )
     eta = jnp.asarray(Normal().mean_parameters(jnp.asarray(P_NORMAL, f32)), f32)
     results = [
         ig.m_projection_affine(

@@ -26,7 +26,7 @@ def test_readme_tour_runs_and_its_comments_are_true():
     )
     # KL(N(m1, s1^2) || N(m2, s2^2)) = log(s2/s1) + (s1^2 + (m1-m2)^2) / (2 s2^2) - 1/2
     # (Kullback, Information Theory and Statistics, 1959): log(1/2) + 5/2 - 1/2 here.
-    kl = normal.kl_divergence(theta, namespace["Normal"]().from_usual(0.0, 1.0))
+    kl = normal.kl_divergence(theta, namespace["Normal"]().from_usual(jnp.array([0.0, 1.0])))
     np.testing.assert_allclose(kl, np.log(0.5) + 2.5 - 0.5, rtol=1e-12, atol=1e-12)
     dirichlet, a, b, v = namespace["dirichlet"], namespace["a"], namespace["b"], namespace["v"]
     np.testing.assert_allclose(dirichlet.exp_map(a, v), b, rtol=1e-8, atol=1e-8)

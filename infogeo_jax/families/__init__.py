@@ -8,9 +8,12 @@ tests check each override against the autodiff default.
 from ._bernoulli import Bernoulli as Bernoulli
 from ._binomial import Binomial as Binomial
 from ._categorical import Categorical as Categorical
+from ._diagonal_normal import DiagonalNormal as DiagonalNormal
 from ._dirichlet import Beta as Beta, Dirichlet as Dirichlet
 from ._exponential import Exponential as Exponential
 from ._gamma import Gamma as Gamma
+from ._geometric import Geometric as Geometric
+from ._multinomial import Multinomial as Multinomial
 from ._multivariate_normal import MultivariateNormal as MultivariateNormal
 from ._negative_binomial import NegativeBinomial as NegativeBinomial
 from ._normal import Normal as Normal

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -15,10 +17,11 @@ from .._custom_types import (
     Scalar,
     Tensor3,
 )
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
-from ._common import check_mean, logit_distance
+from ._common import as_usual, check_mean, logit_distance
 
 
 class Bernoulli(AbstractExponentialFamily):
@@ -32,7 +35,7 @@ class Bernoulli(AbstractExponentialFamily):
     Example:
         >>> import jax.numpy as jnp
         >>> fam = Bernoulli()
-        >>> theta = fam.from_usual(0.25)
+        >>> theta = fam.from_usual(jnp.array([0.25]))
         >>> round(float(fam.fisher_information(theta)[0, 0]), 12)  # 0.25 * 0.75
         0.1875
     """
@@ -105,11 +108,13 @@ class Bernoulli(AbstractExponentialFamily):
         theta = self.check_point(theta)
         return jax.random.bernoulli(key, jax.nn.sigmoid(theta[0]), shape).astype(theta.dtype)
 
-    def from_usual(self, mean: float | Array) -> Point:
-        """Natural parameters from the success probability ``mean`` in (0, 1)."""
-        mean = jnp.asarray(mean, dtype=jnp.result_type(float))
-        return self.natural_parameters(jnp.reshape(mean, (1,)))
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from ``usual = [p]``, the success probability in (0, 1)."""
+        return self.natural_parameters(as_usual(usual, 1))
 
-    def to_usual(self, theta: PointLike) -> Array:
-        """The success probability ``mean`` from natural parameters."""
-        return self.mean_parameters(theta)[0]
+    def to_usual(self, theta: PointLike) -> Point:
+        """``[p]``, the success probability, shape ``(1,)``."""
+        return self.mean_parameters(theta)
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(library, "Bernoulli", logits=theta[0])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
-from ._common import as_float, check_mean, logit_distance
+from ._common import as_float, as_usual, check_mean, logit_distance
 
 
 class Binomial(AbstractExponentialFamily):
@@ -91,11 +94,16 @@ class Binomial(AbstractExponentialFamily):
         p = jax.nn.sigmoid(theta[0])
         return jax.random.binomial(key, self.num_trials, p, shape).astype(theta.dtype)
 
-    def from_usual(self, probability: float | Array) -> Point:
-        """Natural parameters from the success probability p in (0, 1)."""
-        p = as_float(probability)
-        return jnp.reshape(jnp.log(p) - jnp.log1p(-p), (1,))
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from ``usual = [p]``, the success probability in (0, 1)."""
+        p = as_usual(usual, 1)
+        return jnp.log(p) - jnp.log1p(-p)
 
-    def to_usual(self, theta: PointLike) -> Array:
-        """The success probability p."""
-        return jax.nn.sigmoid(self.check_point(theta)[0])
+    def to_usual(self, theta: PointLike) -> Point:
+        """``[p]``, the success probability, shape ``(1,)``."""
+        return jax.nn.sigmoid(self.check_point(theta))
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(
+            library, "Binomial", total_count=self.num_trials, logits=theta[0]
+        )

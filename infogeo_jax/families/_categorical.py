@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
-from ._common import as_float, check_mean, sphere_distance
+from ._common import as_usual, check_mean, sphere_distance
 
 
 class Categorical(AbstractExponentialFamily):
@@ -118,15 +121,18 @@ class Categorical(AbstractExponentialFamily):
         theta = self.check_point(theta)
         return jax.random.categorical(key, self._full_logits(theta), shape=shape)
 
-    def from_usual(self, probabilities: Array) -> Point:
-        """Natural parameters from the k class probabilities (positive, summing to one)."""
-        p = as_float(probabilities)
-        if p.shape != (self.num_classes,):
-            raise ValueError(
-                f"`probabilities` must have shape ({self.num_classes},), got {p.shape}."
-            )
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from the k class probabilities (positive, summing to one).
+
+        The k probabilities are one more number than the k-1 coordinates; the first k-1 of
+        them (the expectation parameters) form a chart.
+        """
+        p = as_usual(usual, self.num_classes)
         return jnp.log(p[:-1]) - jnp.log(p[-1])
 
-    def to_usual(self, theta: PointLike) -> Array:
-        """The k class probabilities."""
+    def to_usual(self, theta: PointLike) -> Point:
+        """The k class probabilities, shape ``(k,)``."""
         return self.probabilities(theta)
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(library, "Categorical", logits=self._full_logits(theta))

@@ -22,6 +22,13 @@ def as_float(x) -> Array:
     return x
 
 
+def as_usual(usual, size: int) -> Array:
+    """``usual`` as an inexact 1-D array of length ``size`` (static shape check)."""
+    from .._misc import as_point
+
+    return as_point(usual, size, "usual")
+
+
 def check_mean(eta: Point, ok: Scalar, family: str, domain: str) -> Point:
     """Raise via ``equinox.error_if`` when ``eta`` is outside the mean domain."""
     message = f"eta is outside the {family} mean domain ({domain})."

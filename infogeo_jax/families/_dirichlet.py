@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
-from ._common import as_float, dirichlet_initial, polygamma_remainders
+from ._common import as_float, as_usual, dirichlet_initial, polygamma_remainders
 
 
 def _log_beta(alpha: Array) -> Array:
@@ -82,13 +85,16 @@ class Dirichlet(AbstractExponentialFamily):
         theta = self.check_point(theta)
         return jax.random.dirichlet(key, theta, shape, dtype=theta.dtype)
 
-    def from_usual(self, concentration: Array) -> Point:
-        """Natural parameters from the concentrations (they coincide)."""
-        return as_float(concentration)
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from the k concentrations (they coincide)."""
+        return as_usual(usual, self.num_categories)
 
-    def to_usual(self, theta: PointLike) -> Array:
-        """The concentrations alpha."""
+    def to_usual(self, theta: PointLike) -> Point:
+        """The k concentrations alpha, shape ``(k,)``."""
         return self.check_point(theta)
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(library, "Dirichlet", concentration=theta)
 
 
 class Beta(AbstractExponentialFamily):
@@ -189,12 +195,15 @@ class Beta(AbstractExponentialFamily):
         theta = self.check_point(theta)
         return jax.random.beta(key, theta[0], theta[1], shape, dtype=theta.dtype)
 
-    def from_usual(self, a: float | Array, b: float | Array) -> Point:
-        """Natural parameters from the shapes a, b > 0 (they coincide)."""
-        a, b = jnp.broadcast_arrays(as_float(a), as_float(b))
-        return jnp.stack([a, b])
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from ``usual = [a, b]``, the shapes a, b > 0 (they coincide)."""
+        return as_usual(usual, 2)
 
-    def to_usual(self, theta: PointLike) -> tuple[Array, Array]:
-        """``(a, b)``."""
-        theta = self.check_point(theta)
-        return theta[0], theta[1]
+    def to_usual(self, theta: PointLike) -> Point:
+        """``[a, b]``, shape ``(2,)``."""
+        return self.check_point(theta)
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(
+            library, "Beta", concentration1=theta[0], concentration0=theta[1]
+        )

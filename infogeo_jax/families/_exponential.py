@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
-from ._common import as_float, check_mean
+from ._common import as_float, as_usual, check_mean
 
 
 class Exponential(AbstractExponentialFamily):
@@ -76,10 +79,13 @@ class Exponential(AbstractExponentialFamily):
         theta = self.check_point(theta)
         return jax.random.exponential(key, shape, dtype=theta.dtype) / (-theta[0])
 
-    def from_usual(self, rate: float | Array) -> Point:
-        r"""Natural parameters from the rate :math:`\lambda > 0`."""
-        return jnp.reshape(-as_float(rate), (1,))
+    def from_usual(self, usual: PointLike) -> Point:
+        r"""Natural parameters from ``usual = [rate]``, :math:`\lambda > 0`."""
+        return -as_usual(usual, 1)
 
-    def to_usual(self, theta: PointLike) -> Array:
-        r"""The rate :math:`\lambda`."""
-        return -self.check_point(theta)[0]
+    def to_usual(self, theta: PointLike) -> Point:
+        r"""``[rate]``, shape ``(1,)``."""
+        return -self.check_point(theta)
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(library, "Exponential", rate=-theta[0])

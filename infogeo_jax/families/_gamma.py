@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
-from ._common import as_float, polygamma_remainders
+from ._common import as_float, as_usual, polygamma_remainders
 
 
 class Gamma(AbstractExponentialFamily):
@@ -69,12 +72,15 @@ class Gamma(AbstractExponentialFamily):
         theta = self.check_point(theta)
         return jax.random.gamma(key, theta[0], shape, dtype=theta.dtype) / (-theta[1])
 
-    def from_usual(self, shape: float | Array, rate: float | Array) -> Point:
-        """Natural parameters from the shape k > 0 and the rate beta > 0."""
-        shape, rate = jnp.broadcast_arrays(as_float(shape), as_float(rate))
-        return jnp.stack([shape, -rate])
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from ``usual = [shape, rate]`` (k > 0, beta > 0)."""
+        usual = as_usual(usual, 2)
+        return usual * jnp.array([1.0, -1.0], usual.dtype)
 
-    def to_usual(self, theta: PointLike) -> tuple[Array, Array]:
-        """``(shape, rate)``."""
+    def to_usual(self, theta: PointLike) -> Point:
+        """``[shape, rate]``, shape ``(2,)``."""
         theta = self.check_point(theta)
-        return theta[0], -theta[1]
+        return theta * jnp.array([1.0, -1.0], theta.dtype)
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(library, "Gamma", concentration=theta[0], rate=-theta[1])

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point, cholesky_ok
-from ._common import as_float, check_mean
+from ._common import as_float, as_usual, check_mean
 
 
 class MultivariateNormal(AbstractExponentialFamily):
@@ -28,8 +31,10 @@ class MultivariateNormal(AbstractExponentialFamily):
     :math:`\log h(x) = -\frac d2\log 2\pi`, and with precision :math:`P = -2\Theta`,
     :math:`A(\theta) = \frac12 h^\top P^{-1} h - \frac12\log\det P`. Natural domain: P positive
     definite (checked by a Cholesky factorization). Expectation parameters
-    :math:`\eta = (\mu, \mathrm{vech}(\Sigma + \mu\mu^\top))`. Use :meth:`from_usual` /
-    :meth:`to_usual` (mean, covariance) and :meth:`unpack` / :meth:`pack` (linear part, Theta).
+    :math:`\eta = (\mu, \mathrm{vech}(\Sigma + \mu\mu^\top))`. Use :meth:`from_mean_covariance` /
+    :meth:`mean_covariance` (mean, covariance), :meth:`from_usual` / :meth:`to_usual` (the
+    flat chart of mean and vech of the covariance) and :meth:`unpack` / :meth:`pack` (linear
+    part, Theta).
 
     Args:
         num_dims: d >= 1 (static).
@@ -113,7 +118,7 @@ class MultivariateNormal(AbstractExponentialFamily):
         return jnp.asarray(-0.5 * self.num_dims * np.log(2 * np.pi), jnp.result_type(float))
 
     def mean_parameters(self, theta: PointLike) -> Point:
-        mean, cov = self.to_usual(theta)
+        mean, cov = self.mean_covariance(theta)
         return jnp.concatenate([mean, self._vech(cov + jnp.outer(mean, mean), 1.0)])
 
     def natural_parameters(self, eta: PointLike, **kwargs) -> Point:
@@ -123,7 +128,7 @@ class MultivariateNormal(AbstractExponentialFamily):
             eta, self.in_mean_domain(eta), "MultivariateNormal", "positive-definite covariance"
         )
         mean, cov = self._mean_to_usual(eta)
-        return self.from_usual(mean, cov)
+        return self.from_mean_covariance(mean, cov)
 
     def _closed_form_fit(self, data: Array, weights: Array) -> tuple[Point, Scalar] | None:
         # Two-pass centered moments: the mean around the first sample, then the covariance of
@@ -145,16 +150,38 @@ class MultivariateNormal(AbstractExponentialFamily):
         return self.from_usual(mean, safe), ok
 
     def _initial_natural_parameters(self, eta: Point) -> Point:
-        return self.from_usual(
+        return self.from_mean_covariance(
             jnp.zeros(self.num_dims, eta.dtype), jnp.eye(self.num_dims, dtype=eta.dtype)
         )
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         """Samples of shape ``shape + (d,)``."""
-        mean, cov = self.to_usual(theta)
+        mean, cov = self.mean_covariance(theta)
         return jax.random.multivariate_normal(key, mean, cov, shape, dtype=mean.dtype)
 
-    def from_usual(self, mean: Array, covariance: Array) -> Point:
+    def from_usual(self, usual: PointLike) -> Point:
+        r"""Natural parameters from ``usual = concatenate([mean, vech(covariance)])``.
+
+        ``vech`` is the lower triangle in the order of ``numpy.tril_indices(d)`` (not doubled),
+        so ``usual`` has the length of theta and is a chart. :meth:`from_mean_covariance` takes
+        the mean and the full covariance matrix.
+        """
+        usual = as_usual(usual, self.dim)
+        d = self.num_dims
+        return self.from_mean_covariance(usual[:d], self._symmetric(usual[d:], 1.0))
+
+    def to_usual(self, theta: PointLike) -> Point:
+        """``concatenate([mean, vech(covariance)])``, shape ``(dim,)``; see :meth:`from_usual`."""
+        mean, covariance = self.mean_covariance(theta)
+        return jnp.concatenate([mean, self._vech(covariance, 1.0)])
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        mean, covariance = self.mean_covariance(theta)
+        return native_distribution(
+            library, "MultivariateNormal", loc=mean, covariance_matrix=covariance
+        )
+
+    def from_mean_covariance(self, mean: Array, covariance: Array) -> Point:
         """Natural parameters from the mean ``(d,)`` and a positive-definite covariance."""
         mean = as_float(mean)
         covariance = as_float(covariance)
@@ -169,8 +196,8 @@ class MultivariateNormal(AbstractExponentialFamily):
         precision = 0.5 * (precision + precision.T)
         return self.pack(precision @ mean, -0.5 * precision)
 
-    def to_usual(self, theta: PointLike) -> tuple[Array, Array]:
-        """``(mean, covariance)`` from natural parameters."""
+    def mean_covariance(self, theta: PointLike) -> tuple[Array, Array]:
+        """``(mean, covariance)`` from natural parameters, shapes ``(d,)`` and ``(d, d)``."""
         theta = self.check_point(theta)
         linear, chol = self._precision_cholesky(theta)
         eye = jnp.eye(self.num_dims, dtype=theta.dtype)

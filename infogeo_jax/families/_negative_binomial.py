@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
-from ._common import as_float, check_mean
+from ._common import as_float, as_usual, check_mean
 
 
 class NegativeBinomial(AbstractExponentialFamily):
@@ -78,10 +78,10 @@ class NegativeBinomial(AbstractExponentialFamily):
         lam = jax.random.gamma(key_gamma, self.num_successes, shape, dtype=theta.dtype) * odds
         return jax.random.poisson(key_poisson, lam, shape).astype(theta.dtype)
 
-    def from_usual(self, probability: float | Array) -> Point:
-        """Natural parameters from the success probability p in (0, 1)."""
-        return jnp.reshape(jnp.log1p(-as_float(probability)), (1,))
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from ``usual = [p]``, the success probability in (0, 1)."""
+        return jnp.log1p(-as_usual(usual, 1))
 
-    def to_usual(self, theta: PointLike) -> Array:
-        """The success probability p."""
-        return -jnp.expm1(self.check_point(theta)[0])
+    def to_usual(self, theta: PointLike) -> Point:
+        """``[p]``, the success probability, shape ``(1,)``."""
+        return -jnp.expm1(self.check_point(theta))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point, safe_sqrt
 from ..geometry import GeodesicSolver
+from ._common import as_usual
 
 
 class Normal(AbstractExponentialFamily):
@@ -25,10 +29,11 @@ class Normal(AbstractExponentialFamily):
 
     Example:
         >>> fam = Normal()
-        >>> theta = fam.from_usual(0.0, 1.0)  # mean 0, standard deviation 1
+        >>> import jax.numpy as jnp
+        >>> theta = fam.from_usual(jnp.array([0.0, 1.0]))  # mean 0, standard deviation 1
         >>> theta.tolist()  # (mu / sigma^2, -1 / (2 sigma^2))
         [0.0, -0.5]
-        >>> [float(u) for u in fam.to_usual(theta)]
+        >>> fam.to_usual(theta).tolist()
         [0.0, 1.0]
     """
 
@@ -168,16 +173,18 @@ class Normal(AbstractExponentialFamily):
         mean, std = self.to_usual(theta)
         return mean + std * jax.random.normal(key, shape, dtype=mean.dtype)
 
-    def from_usual(self, mean: float | Array, std: float | Array) -> Point:
-        """Natural parameters from the mean and the standard deviation (> 0)."""
-        mean, std = jnp.broadcast_arrays(
-            jnp.asarray(mean, jnp.result_type(float)), jnp.asarray(std, jnp.result_type(float))
-        )
+    def from_usual(self, usual: PointLike) -> Point:
+        """Natural parameters from ``usual = [mean, std]`` (std > 0)."""
+        mean, std = as_usual(usual, 2)
         var = std**2
         return jnp.stack([mean / var, -0.5 / var])
 
-    def to_usual(self, theta: PointLike) -> tuple[Array, Array]:
-        """``(mean, std)`` from natural parameters."""
+    def to_usual(self, theta: PointLike) -> Point:
+        """``[mean, std]`` from natural parameters, shape ``(2,)``."""
         theta = self.check_point(theta)
         var = -0.5 / theta[1]
-        return theta[0] * var, jnp.sqrt(var)
+        return jnp.stack([theta[0] * var, jnp.sqrt(var)])
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        mean, std = self.to_usual(theta)
+        return native_distribution(library, "Normal", loc=mean, scale=std)

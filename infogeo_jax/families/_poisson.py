@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
 from ..geometry import GeodesicSolver
-from ._common import as_float, check_mean
+from ._common import as_float, as_usual, check_mean
 
 
 def _log_max(dtype) -> float:
@@ -92,10 +95,13 @@ class Poisson(AbstractExponentialFamily):
         theta = self.check_point(theta)
         return jax.random.poisson(key, jnp.exp(theta[0]), shape).astype(theta.dtype)
 
-    def from_usual(self, rate: float | Array) -> Point:
-        r"""Natural parameters from the rate (mean) :math:`\lambda > 0`."""
-        return jnp.reshape(jnp.log(as_float(rate)), (1,))
+    def from_usual(self, usual: PointLike) -> Point:
+        r"""Natural parameters from ``usual = [rate]``, the mean :math:`\lambda > 0`."""
+        return jnp.log(as_usual(usual, 1))
 
-    def to_usual(self, theta: PointLike) -> Array:
-        r"""The rate :math:`\lambda`."""
-        return jnp.exp(self.check_point(theta)[0])
+    def to_usual(self, theta: PointLike) -> Point:
+        r"""``[rate]``, shape ``(1,)``."""
+        return jnp.exp(self.check_point(theta))
+
+    def _native_distribution(self, theta: Point, library: str) -> Any:
+        return native_distribution(library, "Poisson", rate=jnp.exp(theta[0]))
