@@ -101,7 +101,7 @@ FAMILIES = [
     ("dirichlet", fm.Dirichlet(3), a(1.0, 2.0, 3.0), a(1.0, -2.0, 3.0), a(-0.1, -0.1, -0.1)),
     ("mvn", fm.MultivariateNormal(2), None, a(0.0, 0.0, 1.0, 0.0, -1.0), a(0, 0, -1.0, 0, 1)),
 ]
-_mvn_theta = fm.MultivariateNormal(2).from_usual(jnp.zeros(2), jnp.eye(2))
+_mvn_theta = fm.MultivariateNormal(2).from_mean_covariance(jnp.zeros(2), jnp.eye(2))
 FAMILIES[-1] = ("mvn", FAMILIES[-1][1], _mvn_theta, FAMILIES[-1][3], FAMILIES[-1][4])
 
 for name, fam, good, bad, bad_eta in FAMILIES:
@@ -225,9 +225,9 @@ case(
 # Normal: hyperbolic plane of curvature -1 everywhere; Fisher-Rao distance
 # sqrt2 arccosh(1 + (dmu^2/2 + dsigma^2) / (2 s0 s1)); equal means: sqrt2 |log(s1/s0)|.
 for mean, sd in ((0.0, 1e-150), (1e4, 1.0), (1e4, 0.01), (1e8, 1e-3), (0.0, 1e150), (-3e5, 2.0)):
-    th = NORM.from_usual(mean, sd)
+    th = NORM.from_usual(jnp.array([mean, sd]))
     case(f"normal-curvature-m{mean:g}-s{sd:g}", NORM.scalar_curvature, [th], Val(-1.0, 1e-14))
-th = NORM.from_usual(1e4, 1.0)
+th = NORM.from_usual(jnp.array([1e4, 1.0]))
 case("normal-curvature-alpha", lambda t: NORM.scalar_curvature(t, 0.5), [th], Val(-0.75, 1e-14))
 case(
     "normal-ricci-m1e4",
@@ -240,11 +240,11 @@ for s0, s1 in ((1e-6, 1e6), (1e-150, 1e150), (1.0, 1.0 + 1e-9), (1e-3, 1e3)):
     case(
         f"normal-distance-s{s0:g}-s{s1:g}",
         NORM.geodesic_distance,
-        [NORM.from_usual(0.0, s0), NORM.from_usual(0.0, s1)],
+        [NORM.from_usual(jnp.array([0.0, s0])), NORM.from_usual(jnp.array([0.0, s1]))],
         Val(ref, 1e-9 if s0 == 1 else 1e-13),
     )
 for m1 in (1e-8, 1e3, 1e6):
-    p_, q_ = NORM.from_usual(0.0, 1.0), NORM.from_usual(m1, 1.0)
+    p_, q_ = NORM.from_usual(jnp.array([0.0, 1.0])), NORM.from_usual(jnp.array([m1, 1.0]))
     mu1 = mpf(q_[0]) * (-1 / (2 * mpf(q_[1])))
     ref = f(mp.sqrt(2) * mp.acosh(1 + mu1**2 / 4))
     case(f"normal-distance-dmu{m1:g}", NORM.geodesic_distance, [p_, q_], Val(ref, 1e-12))
@@ -254,7 +254,7 @@ for (m0, s0), (m1, s1) in (
     ((1e6, 3.0), (1e6, 3.0 + 1e-7)),
     ((0.0, 1.0), (1.0, 2.0)),
 ):
-    p_, q_ = NORM.from_usual(m0, s0), NORM.from_usual(m1, s1)
+    p_, q_ = NORM.from_usual(jnp.array([m0, s0])), NORM.from_usual(jnp.array([m1, s1]))
     case(
         f"normal-kl-{m0:g},{s0:g}-{m1:g},{s1:g}",
         NORM.kl_divergence,
@@ -366,7 +366,7 @@ xm = jnp.array([[1.0, 2.0], [2.0, 1.0], [3.0, 5.0]])
 for off in (0.0, 1e8):
     case(
         f"mvn-mle-offset{off:g}",
-        lambda x: MVN2.to_usual(MVN2.maximum_likelihood(x))[1],
+        lambda x: MVN2.mean_covariance(MVN2.maximum_likelihood(x))[1],
         [off + xm],
         Val(np.cov(np.asarray(xm).T, bias=True), 1e-9, 1e-12),
     )
@@ -734,7 +734,7 @@ case(
         NORM,
         x,
         a(0.5, 0.5),
-        jnp.stack([NORM.from_usual(0.0, 1.0), NORM.from_usual(1e6, 1.0)]),
+        jnp.stack([NORM.from_usual(jnp.array([0.0, 1.0])), NORM.from_usual(jnp.array([1e6, 1.0]))]),
         num_steps=3,
     ),
     [a(0.0, 0.1, 0.2, 0.3)],

@@ -326,7 +326,7 @@ MIRROR_DESCENT_CASES = [
     Case(
         "md-family-log-partition-far-target",
         lambda t: t + _update(mirror_descent(1.0, NORMAL.log_partition), _normal_nll_grad(t), t),
-        (NORMAL.from_usual(0.0, 1.0),),
+        (NORMAL.from_usual(jnp.array([0.0, 1.0])),),
         check=_close_to(_normal_mle(), rtol=1e-9),
     ),
     # The family's dual potential A*(eta): the line search keeps eta in the mean domain

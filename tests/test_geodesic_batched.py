@@ -76,9 +76,18 @@ CASES = {
     "normal": (
         NORMAL,
         [
-            (tuple(NORMAL.from_usual(0.0, 1.0)), tuple(NORMAL.from_usual(3.0, 0.5))),
-            (tuple(NORMAL.from_usual(-1.0, 2.0)), tuple(NORMAL.from_usual(4.0, 7.0))),
-            (tuple(NORMAL.from_usual(0.3, 0.02)), tuple(NORMAL.from_usual(0.3, 0.2))),
+            (
+                tuple(NORMAL.from_usual(jnp.array([0.0, 1.0]))),
+                tuple(NORMAL.from_usual(jnp.array([3.0, 0.5]))),
+            ),
+            (
+                tuple(NORMAL.from_usual(jnp.array([-1.0, 2.0]))),
+                tuple(NORMAL.from_usual(jnp.array([4.0, 7.0]))),
+            ),
+            (
+                tuple(NORMAL.from_usual(jnp.array([0.3, 0.02]))),
+                tuple(NORMAL.from_usual(jnp.array([0.3, 0.2]))),
+            ),
         ],
     ),
     "model": (_quadratic_model(), [((0.5, -0.3), (-1.0, 0.2)), ((0.0, 0.0), (2.0, -0.8))]),
@@ -179,7 +188,7 @@ def test_pairwise_matrix_is_symmetric_with_zero_diagonal_and_matches_single_call
 
 def test_pairwise_closed_forms():
     usual = np.array([[0.0, 1.0], [3.0, 0.5], [-1.0, 2.0], [4.0, 7.0]])
-    points = jnp.stack([NORMAL.from_usual(m, s) for m, s in usual])
+    points = jnp.stack([NORMAL.from_usual(jnp.array([m, s])) for m, s in usual])
     matrix = ig.pairwise_distances(NORMAL, points)
     expected = np.array(
         [
@@ -266,7 +275,7 @@ def test_log_map_tolerance_is_relative_to_each_coordinate():
     # N(0, 1e-3^2) to N(0, 1e3^2): natural coordinates from -5e5 to -5e-7. The geodesic keeps
     # the mean at 0 and log sigma(t) = log sigma_0 + t log(1e6), so theta_2(t) =
     # theta_2(0) exp(-2 c t) with c = log(1e6): v = -2 c theta_0, end velocity -2 c theta_1.
-    a, b = NORMAL.from_usual(0.0, 1e-3), NORMAL.from_usual(0.0, 1e3)
+    a, b = NORMAL.from_usual(jnp.array([0.0, 1e-3])), NORMAL.from_usual(jnp.array([0.0, 1e3]))
     sol = normal_solve(a, b)
     assert sol.result == RESULTS.successful
     c = np.log(1e6)
@@ -282,13 +291,13 @@ def test_log_map_blames_an_ill_conditioned_chart():
     # At mean 1e4 the normal's metric in natural coordinates has condition number ~1e17
     # (~1e9 after equilibration): the geodesic equation cannot be solved to 1e-11 there. The
     # failure must name that cause, not "far apart or near the boundary".
-    a, b = NORMAL.from_usual(1e4, 1.0), NORMAL.from_usual(1e4 + 1.0, 1.0)
+    a, b = NORMAL.from_usual(jnp.array([1e4, 1.0])), NORMAL.from_usual(jnp.array([1e4 + 1.0, 1.0]))
     sol = normal_solve(a, b)
     assert sol.result == RESULTS.ill_conditioned_metric
     with pytest.raises(Exception, match="ill-conditioned"):
         jax.block_until_ready(jax.jit(NORMAL.log_map)(a, b))
     # Where the chart is fine (mean 100) the same kind of pair converges to the closed form.
-    a, b = NORMAL.from_usual(100.0, 1.0), NORMAL.from_usual(101.0, 2.0)
+    a, b = NORMAL.from_usual(jnp.array([100.0, 1.0])), NORMAL.from_usual(jnp.array([101.0, 2.0]))
     sol = normal_solve(a, b)
     assert sol.result == RESULTS.successful
     np.testing.assert_allclose(

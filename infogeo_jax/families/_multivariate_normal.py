@@ -147,7 +147,7 @@ class MultivariateNormal(AbstractExponentialFamily):
         floor = self.num_dims * jnp.finfo(cov.dtype).eps * jnp.max(jnp.diag(cov))
         ok = jnp.all(jnp.isfinite(mean)) & cholesky_ok(cov) & jnp.all(pivots > 64 * floor)
         safe = jnp.where(ok, cov, jnp.eye(self.num_dims, dtype=cov.dtype))
-        return self.from_usual(mean, safe), ok
+        return self.from_mean_covariance(mean, safe), ok
 
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return self.from_mean_covariance(
