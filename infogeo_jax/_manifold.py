@@ -345,6 +345,7 @@ class AbstractStatisticalManifold(eqx.Module):
         References:
             Amari & Nagaoka (2000), Sec. 1.6 (geodesics) and Sec. 3.3 (alpha-connections).
         """
+        alpha = check_alpha(alpha)
         theta = self.check_point(theta)
         v = self._check_tangent(theta, v, "v")
         return _exp_map_impl(self, alpha, theta, v, _settings(solver, theta), throw)
@@ -390,6 +391,7 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> path.shape
             (5, 2)
         """
+        alpha = check_alpha(alpha)
         theta = self.check_point(theta)
         v = self._check_tangent(theta, v, "v")
         t_arr = jnp.asarray(t, theta.dtype)
@@ -454,6 +456,7 @@ class AbstractStatisticalManifold(eqx.Module):
             (multiple shooting); Bock, *Numerical treatment of inverse problems in chemical
             reaction kinetics* (1981) (internal numerical differentiation).
         """
+        alpha = check_alpha(alpha)
         theta_0, theta_1 = self._check_pair(theta_0, theta_1)
         return _solve_log_map_impl(self, alpha, theta_0, theta_1, _settings(solver, theta_0))
 
@@ -498,6 +501,7 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> fam.exp_map(jnp.array([0.2, 0.3]), v).round(3).tolist()
             [20.0, 10.0]
         """
+        alpha = check_alpha(alpha)
         theta_0, theta_1 = self._check_pair(theta_0, theta_1)
         return _log_map_impl(self, alpha, theta_0, theta_1, _settings(solver, theta_0), throw)
 
@@ -612,7 +616,9 @@ class AbstractStatisticalManifold(eqx.Module):
             raise ValueError("parallel_transport: give exactly one of `v` and `end_point`.")
         theta = self.check_point(theta)
         w = self._check_tangent(theta, w, "w")
+        alpha = check_alpha(alpha)
         transport_alpha = alpha if transport_alpha is None else transport_alpha
+        transport_alpha = check_alpha(transport_alpha, "transport_alpha")
         if end_point is not None:
             theta, end = self._check_pair(theta, end_point)
             v = self.log_map(theta, end, alpha, solver=solver, throw=throw)

@@ -633,6 +633,24 @@ case(
     [a(0.0, 2.0)],
     Err(ValueError, "must be a scalar"),
 )
+# Every alpha-connection method checks alpha, the geodesic ones included.
+for _method, _call in [
+    ("exp_map", lambda t, al: HALF.exp_map(t, a(0.1, 0.0), al)),
+    ("geodesic", lambda t, al: HALF.geodesic(t, a(0.1, 0.0), 0.5, al)),
+    ("log_map", lambda t, al: HALF.log_map(t, a(0.1, 2.0), al)),
+    ("solve_log_map", lambda t, al: HALF.solve_log_map(t, a(0.1, 2.0), al).velocity),
+    ("transport", lambda t, al: HALF.parallel_transport(t, a(1.0, 0.0), a(0.1, 0.0), alpha=al)),
+    (
+        "transport-alpha",
+        lambda t, al: HALF.parallel_transport(t, a(1.0, 0.0), a(0.1, 0.0), transport_alpha=al),
+    ),
+]:
+    case(
+        f"halfplane-{_method}-alpha-vector",
+        lambda t, c=_call: c(t, jnp.array([0.0, 0.5])),
+        [a(0.0, 2.0)],
+        Err(ValueError, "must be a scalar"),
+    )
 case(
     "halfplane-alpha-complex",
     lambda t: HALF.riemann_tensor(t, 1j),
