@@ -252,7 +252,9 @@ def run_devices(full: bool) -> dict:
         alpha = jnp.exp(jnp.linspace(-1.0, 2.0, 16))
         beta_points = jnp.stack([alpha, alpha[::-1]], axis=1)  # natural coordinates (a, b)
         normal = Normal()
-        normal_points = jax.vmap(normal.from_usual)(jnp.linspace(-2.0, 2.0, 16), alpha)
+        normal_points = jax.vmap(normal.from_usual)(
+            jnp.stack([jnp.linspace(-2.0, 2.0, 16), alpha], 1)
+        )
         functions = {
             "beta_scalar_curvature": (Beta().scalar_curvature, beta_points),
             "normal_fisher": (normal.fisher_information, normal_points),
