@@ -41,9 +41,9 @@ class ScaleByKFACState(NamedTuple):
         eigvals_g: eigenvalues of each :math:`G`.
         eigvecs_g: eigenvectors of each :math:`G`.
         diagonals: the diagonal Fisher estimate of each unmatched leaf (leaf-shaped).
-        chol_a: lower Cholesky factor of each damped :math:`A + \pi\sqrt\lambda I` at the
-            last inversion (``inverse="cholesky"``; the four eigen-fields are then empty).
-        chol_g: lower Cholesky factor of each damped :math:`G + \sqrt\lambda/\pi\, I`
+        inv_a: inverse of each damped :math:`A + \pi\sqrt\lambda I` at the last inversion
+            (``inverse="cholesky"``; the four eigen-fields are then empty).
+        inv_g: inverse of each damped :math:`G + \sqrt\lambda/\pi\, I`
             (``inverse="cholesky"``; empty for ``inverse="eigh"``).
     """
 
@@ -57,8 +57,8 @@ class ScaleByKFACState(NamedTuple):
     eigvals_g: tuple[jax.Array, ...]
     eigvecs_g: tuple[jax.Array, ...]
     diagonals: tuple[jax.Array, ...]
-    chol_a: tuple[jax.Array, ...] = ()
-    chol_g: tuple[jax.Array, ...] = ()
+    inv_a: tuple[jax.Array, ...] = ()
+    inv_g: tuple[jax.Array, ...] = ()
 
 
 def _algebra_dtype(leaves) -> Any:
@@ -191,19 +191,17 @@ def _pi(a: jax.Array, g: jax.Array) -> jax.Array:
     return jnp.where(ok, jnp.sqrt(jnp.where(ok, mean_a / jnp.where(ok, mean_g, 1.0), 1.0)), 1.0)
 
 
-def _damped_cholesky(a: jax.Array, g: jax.Array, damping: jax.Array):
-    r"""Lower Cholesky factors of :math:`A + \pi\sqrt\lambda I`, :math:`G + \sqrt\lambda/\pi\,I`."""
+def _damped_inverses(a: jax.Array, g: jax.Array, damping: jax.Array):
+    r""":math:`(A + \pi\sqrt\lambda I)^{-1}`, :math:`(G + \sqrt\lambda/\pi\,I)^{-1}` by Cholesky."""
+
+    def inv(m, shift):
+        eye = jnp.eye(m.shape[0], dtype=m.dtype)
+        chol = jnp.linalg.cholesky(0.5 * (m + m.T) + shift * eye)
+        x = jax.scipy.linalg.cho_solve((chol, True), eye)
+        return 0.5 * (x + x.T)
+
     pi, root = _pi(a, g), jnp.sqrt(damping)
-    eye_a, eye_g = jnp.eye(a.shape[0], dtype=a.dtype), jnp.eye(g.shape[0], dtype=g.dtype)
-    la = jnp.linalg.cholesky(0.5 * (a + a.T) + (pi * root) * eye_a)
-    lg = jnp.linalg.cholesky(0.5 * (g + g.T) + (root / pi) * eye_g)
-    return la, lg
-
-
-def _cholesky_precondition(v: jax.Array, la: jax.Array, lg: jax.Array) -> jax.Array:
-    r"""Solve :math:`(L_A L_A^\top) X (L_G L_G^\top) = V` by four triangular solves."""
-    x = jax.scipy.linalg.cho_solve((la, True), v)
-    return jax.scipy.linalg.cho_solve((lg, True), x.T).T
+    return inv(a, pi * root), inv(g, root / pi)
 
 
 def kfac_matvec(plan: Plan, state: ScaleByKFACState, tangent: PyTree) -> PyTree:
@@ -289,8 +287,9 @@ def scale_by_kfac(
     found by tracing ``apply`` (see :func:`kfac_blocks`): no layer tags. Averages are
     exponential moving averages (``decay``) updated every ``curvature_every`` steps; the
     factors' inverses are refreshed every ``inverse_every`` steps and cached. By default
-    (``inverse="cholesky"``) a refresh factors the two damped matrices above by Cholesky and
-    the steps apply them by triangular solves, several times cheaper than eigendecompositions;
+    (``inverse="cholesky"``) a refresh inverts the two damped matrices above through their
+    Cholesky factors, several times cheaper than eigendecompositions, and the steps apply the
+    cached inverses by two matrix products;
     ``damping`` may change (e.g. by ``optax.inject_hyperparams``, without recompiling) and
     takes effect at the next refresh. ``inverse="eigh"`` caches the factors'
     eigendecompositions instead, so that ``damping`` acts exactly at every step; it is the
@@ -318,7 +317,7 @@ def scale_by_kfac(
             or ``"empirical"`` (the observed targets).
         damping_split: ``"pi"`` (factored Tikhonov, Martens & Grosse 2015, Sec. 6.3) or
             ``"exact"`` (:math:`(A \otimes G + \lambda I)^{-1}` through the eigenbases).
-        inverse: ``"cholesky"`` (Cholesky factors of the damped factors, the default with
+        inverse: ``"cholesky"`` (the damped factors inverted by Cholesky, the default with
             ``damping_split="pi"``) or ``"eigh"`` (eigendecompositions, the default and only
             choice with ``damping_split="exact"``); ``None`` picks the default.
         max_kl: bound on the step's KL divergence (at learning rate 1), or ``None``.
@@ -399,8 +398,8 @@ def scale_by_kfac(
             eigvals_g=tuple(ones(d) for d in dg) if eig else (),
             eigvecs_g=tuple(eye(d) for d in dg) if eig else (),
             diagonals=tuple(jnp.zeros(np.shape(leaves[i]), dtype) for i in plan.diagonal),
-            chol_a=() if eig else tuple(eye(d) for d in da),
-            chol_g=() if eig else tuple(eye(d) for d in dg),
+            inv_a=() if eig else tuple(eye(d) for d in da),
+            inv_g=() if eig else tuple(eye(d) for d in dg),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -454,7 +453,7 @@ def scale_by_kfac(
 
         def invert(_):
             if inverse == "cholesky":
-                ls = [_damped_cholesky(a, g, damp) for a, g in zip(fa, fg)]
+                ls = [_damped_inverses(a, g, damp) for a, g in zip(fa, fg)]
                 return (), (), (), (), tuple(la for la, _ in ls), tuple(lg for _, lg in ls)
             ea = [_eigh(a) for a in fa]
             eg = [_eigh(g) for g in fg]
@@ -473,15 +472,15 @@ def scale_by_kfac(
                 state.eigvecs_a,
                 state.eigvals_g,
                 state.eigvecs_g,
-                state.chol_a,
-                state.chol_g,
+                state.inv_a,
+                state.inv_g,
             )
 
         if inverse_every == 1:
             inv = invert(None)
         else:
             inv = jax.lax.cond(state.count % inverse_every == 0, invert, cached, None)
-        vals_a, vecs_a, vals_g, vecs_g, chol_a, chol_g = inv
+        vals_a, vecs_a, vals_g, vecs_g, inv_a, inv_g = inv
 
         # Updates may hold None at non-trainable leaves (equinox.filter_grad): align with params.
         g_leaves = plan.params_treedef.flatten_up_to(updates)
@@ -493,7 +492,7 @@ def scale_by_kfac(
         for b, block in enumerate(plan.blocks):
             v = block_matrix(block, g32)
             if inverse == "cholesky":
-                x = _cholesky_precondition(v, chol_a[b], chol_g[b])
+                x = inv_a[b] @ v @ inv_g[b]
             else:
                 x = _precondition(
                     v, vals_a[b], vecs_a[b], vals_g[b], vecs_g[b], damp, damping_split
@@ -521,8 +520,8 @@ def scale_by_kfac(
             eigvals_g=vals_g,
             eigvecs_g=vecs_g,
             diagonals=diags,
-            chol_a=chol_a,
-            chol_g=chol_g,
+            inv_a=inv_a,
+            inv_g=inv_g,
         )
         return new_updates, new_state
 
