@@ -456,7 +456,19 @@ def bench_problem(make_problem: Callable[..., Problem], quick: bool) -> list[dic
     candidates = peers(prob, quick)
     best: dict[str, tuple[int, str, Callable, Any, Any]] = {}
     for group, setting, make, curvature in candidates:
-        result = run_to_target(prob, seeds[0], make, curvature)
+        try:
+            result = run_to_target(prob, seeds[0], make, curvature)
+        except Exception as err:  # e.g. a float32 solve reported singular: record, go on
+            print(
+                prob.name,
+                group,
+                setting,
+                "failed:",
+                str(err).splitlines()[-1][:200],
+                file=sys.stderr,
+                flush=True,
+            )
+            result = (None, float("nan"), float("nan"), float("nan"))
         k = result[0]
         print(prob.name, group, setting, result[:2], file=sys.stderr, flush=True)
         if k is not None and (group not in best or k < best[group][0]):
