@@ -230,6 +230,12 @@ def _kfac_jax_with_shim():
     ``eval_jaxpr_eqn`` below is JAX's own ``eval_jaxpr`` loop body; nothing else is changed.
     """
     import jax.extend as jex
+    from jax.interpreters import xla
+
+    if "pytype_aval_mappings" not in vars(xla):  # removed from jax; kfac-jax 0.0.8 reads it
+        from jax._src import core
+
+        xla.pytype_aval_mappings = core.pytype_aval_mappings  # type: ignore[attr-defined]
     import kfac_jax
     from kfac_jax._src import tag_graph_matcher
 

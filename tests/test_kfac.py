@@ -269,9 +269,16 @@ def test_matvec_is_the_dense_kronecker_product_and_update_the_damped_solve():
     apply2 = lambda p, x: jnp.tanh(apply(p, x))
     params = {**params, "s": jnp.array([0.5, 2.0])}
     apply3 = lambda p, x: p["s"] * apply2(p, x)
-    for split in ("exact", "pi"):
+    # Both inverse routes of the pi split must give the same dense damped Kronecker solve.
+    for split, inverse in (("exact", "eigh"), ("pi", "eigh"), ("pi", "cholesky")):
         opt = scale_by_kfac(
-            apply3, "categorical", example_inputs=x, damping=0.3, damping_split=split, max_kl=None
+            apply3,
+            "categorical",
+            example_inputs=x,
+            damping=0.3,
+            damping_split=split,
+            inverse=inverse,
+            max_kl=None,
         )
         state = opt.init(params)
         grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
@@ -300,8 +307,9 @@ def test_matvec_is_the_dense_kronecker_product_and_update_the_damped_solve():
                     g + np.sqrt(lam) / pi * np.eye(g.shape[0]),
                 )
             want = np.linalg.solve(damped, block_matrix(block, g_leaves).ravel())
+            tol = 1e-10 if inverse == "cholesky" else 1e-8
             np.testing.assert_allclose(
-                block_matrix(block, u_leaves).ravel(), want, rtol=1e-8, atol=1e-10
+                block_matrix(block, u_leaves).ravel(), want, rtol=tol, atol=tol
             )
         (diag,) = state.diagonals
         np.testing.assert_allclose(
@@ -389,17 +397,28 @@ def test_dtypes_kept_and_factor_algebra_in_float32(dtype):
     assert state[0].factors_a[0].dtype == jnp.float32
 
 
-def test_damping_injectable_without_recompiling():
+@pytest.mark.parametrize("inverse", ["eigh", "cholesky"])
+def test_damping_injectable_without_recompiling(inverse):
+    # eigh: damping acts at every step; cholesky: at the next refresh (here every step).
     params, apply, x = _deep_linear()
     opt = optax.inject_hyperparams(
         scale_by_kfac,
-        static_args=("apply", "output", "example_inputs", "curvature_every", "inverse_every"),
+        static_args=(
+            "apply",
+            "output",
+            "example_inputs",
+            "curvature_every",
+            "inverse_every",
+            "inverse",
+        ),
     )(
         apply=apply,
         output="gaussian",
         example_inputs=jax.ShapeDtypeStruct(x.shape, x.dtype),
         damping=1.0,
         max_kl=None,
+        inverse=inverse,
+        inverse_every=5 if inverse == "eigh" else 1,
     )
     state = opt.init(params)
     update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
@@ -424,6 +443,12 @@ def test_clear_errors():
         scale_by_kfac(apply, "poisson", example_inputs=x)
     with pytest.raises(ValueError, match="damping"):
         scale_by_kfac(apply, "gaussian", example_inputs=x, damping=0.0)
+    with pytest.raises(ValueError, match="inverse"):
+        scale_by_kfac(apply, "gaussian", example_inputs=x, inverse="svd")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eigh"):
+        scale_by_kfac(
+            apply, "gaussian", example_inputs=x, damping_split="exact", inverse="cholesky"
+        )
 
 
 _PARALLEL_SCRIPT = r"""

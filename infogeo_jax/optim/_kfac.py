@@ -41,6 +41,10 @@ class ScaleByKFACState(NamedTuple):
         eigvals_g: eigenvalues of each :math:`G`.
         eigvecs_g: eigenvectors of each :math:`G`.
         diagonals: the diagonal Fisher estimate of each unmatched leaf (leaf-shaped).
+        inv_a: inverse of each damped :math:`A + \pi\sqrt\lambda I` at the last inversion
+            (``inverse="cholesky"``; the four eigen-fields are then empty).
+        inv_g: inverse of each damped :math:`G + \sqrt\lambda/\pi\, I`
+            (``inverse="cholesky"``; empty for ``inverse="eigh"``).
     """
 
     count: jax.Array
@@ -53,6 +57,8 @@ class ScaleByKFACState(NamedTuple):
     eigvals_g: tuple[jax.Array, ...]
     eigvecs_g: tuple[jax.Array, ...]
     diagonals: tuple[jax.Array, ...]
+    inv_a: tuple[jax.Array, ...] = ()
+    inv_g: tuple[jax.Array, ...] = ()
 
 
 def _algebra_dtype(leaves) -> Any:
@@ -178,6 +184,26 @@ def _precondition(v, vals_a, vecs_a, vals_g, vecs_g, damping, split):
     return vecs_a @ ((vecs_a.T @ v @ vecs_g) / denom) @ vecs_g.T
 
 
+def _pi(a: jax.Array, g: jax.Array) -> jax.Array:
+    r"""The pi-rule split, :math:`\pi^2 = (\mathrm{tr}\,A / d_A) / (\mathrm{tr}\,G / d_G)`."""
+    mean_a, mean_g = jnp.trace(a) / a.shape[0], jnp.trace(g) / g.shape[0]
+    ok = (mean_a > 0) & (mean_g > 0)
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, mean_a / jnp.where(ok, mean_g, 1.0), 1.0)), 1.0)
+
+
+def _damped_inverses(a: jax.Array, g: jax.Array, damping: jax.Array):
+    r""":math:`(A + \pi\sqrt\lambda I)^{-1}`, :math:`(G + \sqrt\lambda/\pi\,I)^{-1}` by Cholesky."""
+
+    def inv(m, shift):
+        eye = jnp.eye(m.shape[0], dtype=m.dtype)
+        chol = jnp.linalg.cholesky(0.5 * (m + m.T) + shift * eye)
+        x = jax.scipy.linalg.cho_solve((chol, True), eye)
+        return 0.5 * (x + x.T)
+
+    pi, root = _pi(a, g), jnp.sqrt(damping)
+    return inv(a, pi * root), inv(g, root / pi)
+
+
 def kfac_matvec(plan: Plan, state: ScaleByKFACState, tangent: PyTree) -> PyTree:
     r"""The undamped K-FAC Fisher times ``tangent``: :math:`A V G` per block, :math:`D v` else."""
     leaves = jax.tree.leaves(tangent)
@@ -191,6 +217,19 @@ def kfac_matvec(plan: Plan, state: ScaleByKFACState, tangent: PyTree) -> PyTree:
     for i, d in zip(plan.diagonal, state.diagonals):
         out[i] = d * leaves[i]
     return jax.tree.unflatten(jax.tree.structure(tangent), out)
+
+
+def _resolve_inverse(inverse, damping_split):
+    if inverse is None:
+        return "eigh" if damping_split == "exact" else "cholesky"
+    if inverse not in ("cholesky", "eigh"):
+        raise ValueError(f"`inverse` must be 'cholesky', 'eigh' or None, got {inverse!r}.")
+    if inverse == "cholesky" and damping_split == "exact":
+        raise ValueError(
+            "`damping_split='exact'` solves against A ⊗ G + damping I through the factors' "
+            "eigenbases: use `inverse='eigh'` (or None) with it, or `damping_split='pi'`."
+        )
+    return inverse
 
 
 def _check_options(output, estimator, damping_split, curvature_every, inverse_every, decay):
@@ -217,9 +256,10 @@ def scale_by_kfac(
     damping: float | jax.Array = 1e-2,
     decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
-    inverse_every: int = 5,
+    inverse_every: int = 10,
     estimator: Estimator = "sampled",
     damping_split: Literal["pi", "exact"] = "pi",
+    inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
@@ -246,9 +286,14 @@ def scale_by_kfac(
     diagonal Fisher, :math:`d = \nabla / (\operatorname{diag} F + \lambda)`. The blocks are
     found by tracing ``apply`` (see :func:`kfac_blocks`): no layer tags. Averages are
     exponential moving averages (``decay``) updated every ``curvature_every`` steps; the
-    factors' eigendecompositions are refreshed every ``inverse_every`` steps and cached, so
-    ``damping`` acts exactly at every step (and may change, e.g. by
-    ``optax.inject_hyperparams``, without recompiling).
+    factors' inverses are refreshed every ``inverse_every`` steps and cached. By default
+    (``inverse="cholesky"``) a refresh inverts the two damped matrices above through their
+    Cholesky factors, several times cheaper than eigendecompositions, and the steps apply the
+    cached inverses by two matrix products;
+    ``damping`` may change (e.g. by ``optax.inject_hyperparams``, without recompiling) and
+    takes effect at the next refresh. ``inverse="eigh"`` caches the factors'
+    eigendecompositions instead, so that ``damping`` acts exactly at every step; it is the
+    route of ``damping_split="exact"``.
 
     With ``max_kl`` (on by default) the step is shrunk, never grown, so that its second-order
     KL divergence under the damped approximation, :math:`\tfrac12 d^\top \nabla`, is at most
@@ -266,12 +311,15 @@ def scale_by_kfac(
         damping: Tikhonov damping :math:`\lambda > 0` of the Fisher.
         decay: moving-average factor of the curvature statistics.
         curvature_every: update the statistics every this many steps.
-        inverse_every: refresh the eigendecompositions every this many steps.
+        inverse_every: refresh the factors' inverses every this many steps.
         estimator: ``"sampled"`` (true Fisher, one sampled target per example),
             ``"exact"`` (the output Fisher's square root: one backward pass per output),
             or ``"empirical"`` (the observed targets).
         damping_split: ``"pi"`` (factored Tikhonov, Martens & Grosse 2015, Sec. 6.3) or
             ``"exact"`` (:math:`(A \otimes G + \lambda I)^{-1}` through the eigenbases).
+        inverse: ``"cholesky"`` (the damped factors inverted by Cholesky, the default with
+            ``damping_split="pi"``) or ``"eigh"`` (eigendecompositions, the default and only
+            choice with ``damping_split="exact"``); ``None`` picks the default.
         max_kl: bound on the step's KL divergence (at learning rate 1), or ``None``.
         noise_variance: :math:`\sigma^2` of the Gaussian output.
         batch_arg: name of the extra argument of ``update`` carrying the batch.
@@ -318,6 +366,7 @@ def scale_by_kfac(
         2017 (KL clipping).
     """
     _check_options(output, estimator, damping_split, curvature_every, inverse_every, decay)
+    inverse = _resolve_inverse(inverse, damping_split)
     if isinstance(damping, (int, float)) and damping <= 0:
         raise ValueError(f"`damping` must be positive, got {damping!r}.")
     model = as_apply(apply)
@@ -333,6 +382,7 @@ def scale_by_kfac(
         plan = build_plan(model, params, example_inputs)
         leaves = jax.tree.leaves(params)
         dtype = _algebra_dtype(leaves)
+        eig = inverse == "eigh"
         eye = lambda d: jnp.eye(d, dtype=dtype)
         ones = lambda d: jnp.ones(d, dtype)
         da = [b.d_in for b in plan.blocks]
@@ -343,11 +393,13 @@ def scale_by_kfac(
             key=jax.random.PRNGKey(seed),
             factors_a=tuple(eye(d) for d in da),
             factors_g=tuple(eye(d) for d in dg),
-            eigvals_a=tuple(ones(d) for d in da),
-            eigvecs_a=tuple(eye(d) for d in da),
-            eigvals_g=tuple(ones(d) for d in dg),
-            eigvecs_g=tuple(eye(d) for d in dg),
+            eigvals_a=tuple(ones(d) for d in da) if eig else (),
+            eigvecs_a=tuple(eye(d) for d in da) if eig else (),
+            eigvals_g=tuple(ones(d) for d in dg) if eig else (),
+            eigvecs_g=tuple(eye(d) for d in dg) if eig else (),
             diagonals=tuple(jnp.zeros(np.shape(leaves[i]), dtype) for i in plan.diagonal),
+            inv_a=() if eig else tuple(eye(d) for d in da),
+            inv_g=() if eig else tuple(eye(d) for d in dg),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -397,7 +449,12 @@ def scale_by_kfac(
                 state.count % curvature_every == 0, refresh, keep, None
             )
 
+        damp = jnp.asarray(damping, dtype)
+
         def invert(_):
+            if inverse == "cholesky":
+                ls = [_damped_inverses(a, g, damp) for a, g in zip(fa, fg)]
+                return (), (), (), (), tuple(la for la, _ in ls), tuple(lg for _, lg in ls)
             ea = [_eigh(a) for a in fa]
             eg = [_eigh(g) for g in fg]
             return (
@@ -405,18 +462,26 @@ def scale_by_kfac(
                 tuple(q for _, q in ea),
                 tuple(v for v, _ in eg),
                 tuple(q for _, q in eg),
+                (),
+                (),
             )
 
         def cached(_):
-            return state.eigvals_a, state.eigvecs_a, state.eigvals_g, state.eigvecs_g
+            return (
+                state.eigvals_a,
+                state.eigvecs_a,
+                state.eigvals_g,
+                state.eigvecs_g,
+                state.inv_a,
+                state.inv_g,
+            )
 
         if inverse_every == 1:
-            eigs = invert(None)
+            inv = invert(None)
         else:
-            eigs = jax.lax.cond(state.count % inverse_every == 0, invert, cached, None)
-        vals_a, vecs_a, vals_g, vecs_g = eigs
+            inv = jax.lax.cond(state.count % inverse_every == 0, invert, cached, None)
+        vals_a, vecs_a, vals_g, vecs_g, inv_a, inv_g = inv
 
-        damp = jnp.asarray(damping, dtype)
         # Updates may hold None at non-trainable leaves (equinox.filter_grad): align with params.
         g_leaves = plan.params_treedef.flatten_up_to(updates)
         g32 = [
@@ -426,7 +491,12 @@ def scale_by_kfac(
         out = list(g32)
         for b, block in enumerate(plan.blocks):
             v = block_matrix(block, g32)
-            x = _precondition(v, vals_a[b], vecs_a[b], vals_g[b], vecs_g[b], damp, damping_split)
+            if inverse == "cholesky":
+                x = inv_a[b] @ v @ inv_g[b]
+            else:
+                x = _precondition(
+                    v, vals_a[b], vecs_a[b], vals_g[b], vecs_g[b], damp, damping_split
+                )
             for i, leaf in unblock_matrix(block, x, g32).items():
                 out[i] = leaf
         for i, d in zip(plan.diagonal, diags):
@@ -450,6 +520,8 @@ def scale_by_kfac(
             eigvals_g=vals_g,
             eigvecs_g=vecs_g,
             diagonals=diags,
+            inv_a=inv_a,
+            inv_g=inv_g,
         )
         return new_updates, new_state
 
@@ -465,9 +537,10 @@ def kfac(
     damping: float | jax.Array = 1e-2,
     decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
-    inverse_every: int = 5,
+    inverse_every: int = 10,
     estimator: Estimator = "sampled",
     damping_split: Literal["pi", "exact"] = "pi",
+    inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
@@ -491,7 +564,8 @@ def kfac(
         damping: Tikhonov damping.
         decay: moving-average factor of the statistics.
         curvature_every: statistics every this many steps.
-        inverse_every: eigendecompositions every this many steps.
+        inverse_every: refresh the factors' inverses every this many steps.
+        inverse: ``"cholesky"``, ``"eigh"`` or ``None`` (see :func:`scale_by_kfac`).
         estimator: ``"sampled"``, ``"exact"`` or ``"empirical"``.
         damping_split: ``"pi"`` or ``"exact"``.
         max_kl: optional KL bound of the step.
@@ -540,6 +614,7 @@ def kfac(
             inverse_every=inverse_every,
             estimator=estimator,
             damping_split=damping_split,
+            inverse=inverse,
             max_kl=max_kl,
             noise_variance=noise_variance,
             batch_arg=batch_arg,
