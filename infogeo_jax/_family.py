@@ -50,7 +50,7 @@ from ._custom_types import (
     Tensor3,
     Tensor4,
 )
-from ._manifold import AbstractStatisticalManifold
+from ._manifold import AbstractStatisticalManifold, Method, check_method, no_closed_form
 from ._misc import (
     as_point,
     bregman_gap,
@@ -255,7 +255,9 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             self.fisher_information(theta), self.skewness_tensor(theta), alpha
         )
 
-    def scalar_curvature(self, theta: PointLike, alpha: ScalarLike = 0.0) -> Scalar:
+    def scalar_curvature(
+        self, theta: PointLike, alpha: ScalarLike = 0.0, *, method: Method = "auto"
+    ) -> Scalar:
         r"""Scalar curvature :math:`g^{ik} R_{ik}` of the alpha-connection.
 
         For an exponential family :math:`R^{(\alpha)} = (1-\alpha^2) R^{(0)}` in natural
@@ -264,6 +266,8 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         radius 2) return :math:`(1-\alpha^2)\, d(d-1) K` from it, which stays accurate where
         the metric in natural coordinates is badly conditioned (a normal with a large mean, a
         gamma with a large shape); the others contract :meth:`ricci_tensor`.
+        ``method="numerical"`` forces the contraction of g and T (from autodiff of A),
+        ``method="closed_form"`` requires the closed form (``ValueError`` where there is none).
 
         Example:
             >>> import jax.numpy as jnp
@@ -271,18 +275,22 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             >>> round(float(Normal().scalar_curvature(jnp.array([0.3, -0.5]))), 4)
             -1.0
         """
+        check_method(method, "scalar_curvature")
         theta = self.check_point(theta)
         alpha = _as_scalar(alpha, theta.dtype, "alpha")
-        sectional = self._sectional_curvature_closed_form(theta)
+        closed = method != "numerical"
+        sectional = self._sectional_curvature_closed_form(theta) if closed else None
         if sectional is not None:
             d = theta.shape[0]
             # Keep the value tied to the checked theta: a constant K would let jit drop the
             # domain check.
             sectional = jnp.where(jnp.all(jnp.isfinite(theta)), sectional, jnp.nan)
             return (1.0 - alpha**2) * d * (d - 1) * sectional
-        return _curvature.scalar_from_ricci(
-            self.fisher_information(theta), self.ricci_tensor(theta, alpha)
-        )
+        if method == "closed_form":
+            raise no_closed_form(self, "scalar curvature")
+        g = self.fisher_information(theta)
+        ricci = _curvature.exponential_family_ricci(g, self.skewness_tensor(theta), alpha)
+        return _curvature.scalar_from_ricci(g, ricci)
 
     def _sectional_curvature_closed_form(self, theta: Point) -> Scalar | None:
         """Levi-Civita sectional curvature K where the family has constant-K planes.

@@ -197,11 +197,17 @@ class AbstractStatisticalManifold(eqx.Module):
         r"""Ricci tensor ``[i, k]`` :math:`= R^l{}_{ilk}` of the alpha-connection."""
         return _curvature.ricci_from_riemann(self.riemann_tensor(theta, alpha))
 
-    def scalar_curvature(self, theta: PointLike, alpha: ScalarLike = 0.0) -> Scalar:
+    def scalar_curvature(
+        self, theta: PointLike, alpha: ScalarLike = 0.0, *, method: Method = "auto"
+    ) -> Scalar:
         r"""Scalar curvature :math:`g^{ik} R_{ik}` of the alpha-connection.
 
         A sphere of radius r gives :math:`2/r^2`; the univariate normal family gives -1 (and
-        :math:`-(1-\alpha^2)` for the alpha-connection).
+        :math:`-(1-\alpha^2)` for the alpha-connection). ``method`` chooses the route as in
+        :meth:`geodesic_distance`: exponential families with a closed-form sectional curvature
+        take it under ``"auto"`` and ``"closed_form"``; ``"numerical"`` always contracts the
+        curvature tensor; this generic manifold has no closed form (``"closed_form"`` raises
+        ``ValueError``).
 
         Example:
             >>> import jax.numpy as jnp
@@ -209,6 +215,9 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> round(float(Normal().scalar_curvature(jnp.array([0.3, -0.5]))), 4)
             -1.0
         """
+        check_method(method, "scalar_curvature")
+        if method == "closed_form":
+            raise no_closed_form(self, "scalar curvature")
         theta = self.check_point(theta)
         return _curvature.scalar_from_ricci(self.metric(theta), self.ricci_tensor(theta, alpha))
 

@@ -625,6 +625,36 @@ def test_distance_method_errors():
     close(gamma.geodesic_distance(a, b), gamma.geodesic_distance(a, b, method="numerical"))
 
 
+@pytest.mark.parametrize("name", ["normal", "gamma", "beta", "categorical"])
+def test_scalar_curvature_closed_form_route_equals_numerical_route(name):
+    # The closed-form sectional curvature (normal -1/2, categorical 1/4: a sphere of radius 2,
+    # gamma and beta: Le Brigant, Preston & Puechmorel 2021) against the contraction of g and T
+    # from autodiff of the log-partition.
+    fam, theta = CASES[name][0], CASES[name][1]
+    routes = jax.jit(
+        lambda th, a: (
+            fam.scalar_curvature(th, a, method="closed_form"),
+            fam.scalar_curvature(th, a, method="numerical"),
+            fam.scalar_curvature(th, a),
+        )
+    )
+    for alpha in (0.0, 0.5):
+        closed, numerical, auto = routes(theta, jnp.asarray(alpha))
+        close(closed, numerical, rtol=1e-9, atol=1e-12)
+        assert auto == closed
+
+
+def test_scalar_curvature_method_errors():
+    poisson, theta = CASES["poisson"][0], CASES["poisson"][1]
+    with pytest.raises(ValueError, match="Poisson has no closed-form scalar curvature"):
+        poisson.scalar_curvature(theta, method="closed_form")
+    with pytest.raises(ValueError, match="`method` of scalar_curvature must be one of"):
+        poisson.scalar_curvature(theta, method="autodiff")  # type: ignore[arg-type]
+    chart = Normal().reparameterize(Normal().from_usual)
+    with pytest.raises(ValueError, match="no closed-form scalar curvature"):
+        chart.scalar_curvature(jnp.array([0.3, 1.7]), method="closed_form")
+
+
 # ------------------------------------------------------------------------------ usual charts
 def _vech_basis_metric(mean, cov):
     # Skovgaard (1984): g(dmu, dmu) = dmu^T S^-1 dmu, g(dS, dS') = 1/2 tr(S^-1 dS S^-1 dS'),
