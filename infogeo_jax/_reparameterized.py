@@ -92,7 +92,7 @@ class ReparameterizedFamily(AbstractStatisticalManifold):
         if self.method == "closed_form":
             g = self.family.fisher_information(inner)
         else:
-            g = AbstractExponentialFamily.fisher_information(self.family, inner)
+            g = AbstractExponentialFamily.fisher_information(self.family, inner, method="numerical")
         return jac.T @ g @ jac
 
     def fisher_information(self, theta: PointLike) -> Metric:

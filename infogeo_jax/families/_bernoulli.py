@@ -60,7 +60,7 @@ class Bernoulli(AbstractExponentialFamily):
         return jnp.all((eta > 0) & (eta < 1))
 
     # closed-form overrides (checked against autodiff in the tests)
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         # sigmoid(t) sigmoid(-t), not mu (1 - mu): accurate for logits of any size.
         theta = self.check_point(theta)
         return jnp.reshape(jax.nn.sigmoid(theta[0]) * jax.nn.sigmoid(-theta[0]), (1, 1))

@@ -72,7 +72,7 @@ class Binomial(AbstractExponentialFamily):
         t0, t1 = self.check_point(theta_0)[0], self.check_point(theta_1)[0]
         return jnp.sqrt(float(self.num_trials)) * logit_distance(t0, t1)
 
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         # n sigmoid(t) sigmoid(-t): accurate for logits of any size.
         t = self.check_point(theta)[0]
         return jnp.reshape(self.num_trials * jax.nn.sigmoid(t) * jax.nn.sigmoid(-t), (1, 1))

@@ -68,7 +68,7 @@ class Categorical(AbstractExponentialFamily):
     def mean_parameters(self, theta: PointLike) -> Point:
         return self.probabilities(theta)[:-1]
 
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         r"""Closed form :math:`g_{ij} = p_i(\delta_{ij} - p_j)`, i, j < k - 1.
 
         The diagonal is :math:`p_i (1 - p_i)` with :math:`1 - p_i` summed over the other

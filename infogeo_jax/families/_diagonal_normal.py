@@ -78,7 +78,7 @@ class DiagonalNormal(AbstractExponentialFamily):
     def log_base_measure(self, x: Sample) -> Scalar:
         return jnp.asarray(-0.5 * self.num_dims * np.log(2 * np.pi), jnp.result_type(float))
 
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         r"""Closed form: the block-diagonal :math:`\mathrm{Cov}[T]` (checked against autodiff)."""
         theta = self.check_point(theta)
         t1, t2 = self._split(theta)
