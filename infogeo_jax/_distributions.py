@@ -59,10 +59,30 @@ def _shape(shape: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def _sample(distribution: Any, library: str, key: PRNGKeyArray, n: int) -> Array:
+def _sample(
+    distribution: Any, library: str, key: PRNGKeyArray, n: int, reparameterized: bool = False
+) -> Array:
     if library == "numpyro":
+        if reparameterized:
+            return distribution.rsample(key, (n,))
         return distribution.sample(key, (n,))
     return distribution.sample(seed=key, sample_shape=(n,))
+
+
+def has_reparameterized_sampler(distribution: Any) -> bool:
+    """Whether the distribution's samples are a differentiable function of its parameters.
+
+    numpyro: ``has_rsample``; distrax / TFP: ``reparameterization_type`` is
+    ``FULLY_REPARAMETERIZED`` (read by name, so no library is imported).
+    """
+    library = library_of(distribution)
+    if library == "numpyro":
+        return bool(getattr(distribution, "has_rsample", False))
+    kind = getattr(distribution, "reparameterization_type", None)
+    name = getattr(kind, "_rep_type", None)
+    if name is None:
+        name = repr(kind)
+    return "FULLY_REPARAMETERIZED" in str(name)
 
 
 def _moments(distribution: Any, library: str) -> tuple[Array, Array]:
@@ -159,13 +179,25 @@ class DistributionLogDensity(eqx.Module):
 
 
 class DistributionSampler(eqx.Module):
-    """``sampler(theta, key, n)``: ``n`` samples of ``make_distribution(theta)``."""
+    """``sampler(theta, key, n)``: ``n`` samples of ``make_distribution(theta)``.
+
+    With ``reparameterized=True`` the distribution's reparameterized sampler is used (numpyro's
+    ``rsample``; distrax / TFP's ``sample`` of a fully reparameterized distribution), so the
+    samples are differentiable in theta.
+    """
 
     make_distribution: Callable[[Point], Any]
+    reparameterized: bool = eqx.field(static=True, default=False)
 
     def __call__(self, theta: Point, key: PRNGKeyArray, num_samples: int) -> Array:
         distribution = self.make_distribution(theta)
-        return _sample(distribution, library_of(distribution), key, num_samples)
+        library = library_of(distribution)
+        if self.reparameterized and not has_reparameterized_sampler(distribution):
+            raise ValueError(
+                f"{type(distribution).__name__} has no reparameterized sampler: use "
+                "`reparameterized=False` (likelihood-ratio weights)."
+            )
+        return _sample(distribution, library, key, num_samples, self.reparameterized)
 
 
 class DistributionCenter(eqx.Module):
@@ -284,7 +316,9 @@ def choose_expectation(
                 center = None
             return Quadrature(lower, upper, num_nodes, center=center)
     key = jax.random.key(0) if key is None else key
-    return MonteCarlo(DistributionSampler(make_distribution), num_samples, key)
+    pathwise = has_reparameterized_sampler(distribution)
+    sampler = DistributionSampler(make_distribution, reparameterized=pathwise)
+    return MonteCarlo(sampler, num_samples, key, reparameterized=pathwise)
 
 
 def _static_bounds(

@@ -50,7 +50,7 @@ from ._custom_types import (
     Tensor3,
     Tensor4,
 )
-from ._manifold import AbstractStatisticalManifold
+from ._manifold import AbstractStatisticalManifold, Method, check_method, no_closed_form
 from ._misc import (
     as_point,
     bregman_gap,
@@ -116,20 +116,26 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         return jnp.all(jnp.isfinite(eta))
 
     # ------------------------------------------------------------------ Fisher geometry
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def fisher_information(self, theta: PointLike, *, method: Method = "auto") -> Metric:
         r"""Fisher information :math:`g_{ij}(\theta) = \partial_i \partial_j A(\theta)`.
 
         Equals :math:`\mathrm{Cov}_\theta[T(x)]` and the Hessian of
         :math:`\mathrm{KL}(p_\theta \| p_{\theta'})` in :math:`\theta'` at :math:`\theta' = \theta`.
+        Families with a closed form (Bernoulli, binomial, categorical, diagonal normal) supply
+        it through the hook ``_fisher_information_closed_form(theta)``; ``method`` chooses the
+        route as in :meth:`~infogeo_jax.AbstractStatisticalManifold.geodesic_distance`
+        (``"numerical"``: the autodiff Hessian of A).
 
         Args:
             theta: natural parameters, shape ``(dim,)``.
+            method: ``"auto"``, ``"closed_form"`` or ``"numerical"`` (static).
 
         Returns:
             Symmetric positive-definite array of shape ``(dim, dim)``, index order ``[i, j]``.
 
         Raises:
-            ValueError: if ``theta`` does not have shape ``(dim,)``.
+            ValueError: if ``theta`` does not have shape ``(dim,)``, on an unknown ``method``, or on
+                ``method="closed_form"`` where there is no closed form.
             RuntimeError: (``equinox.EquinoxRuntimeError``) if ``theta`` is outside the natural
                 domain, eagerly and under ``jit``.
 
@@ -143,8 +149,19 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             Amari & Nagaoka (2000), Eq. (3.34); Brown, *Fundamentals of Statistical Exponential
             Families* (1986), Cor. 2.3.
         """
+        check_method(method, "fisher_information")
         theta = self.check_point(theta)
+        if method != "numerical":
+            closed = self._fisher_information_closed_form(theta)
+            if closed is not NotImplemented:
+                return closed
+            if method == "closed_form":
+                raise no_closed_form(self, "Fisher information")
         return jax.hessian(self._raw_log_partition)(theta)
+
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
+        """Closed-form Fisher information at a checked theta, or ``NotImplemented`` (default)."""
+        return NotImplemented
 
     def metric(self, theta: PointLike) -> Metric:
         """The Fisher metric; same as :meth:`fisher_information`."""
@@ -255,7 +272,9 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             self.fisher_information(theta), self.skewness_tensor(theta), alpha
         )
 
-    def scalar_curvature(self, theta: PointLike, alpha: ScalarLike = 0.0) -> Scalar:
+    def scalar_curvature(
+        self, theta: PointLike, alpha: ScalarLike = 0.0, *, method: Method = "auto"
+    ) -> Scalar:
         r"""Scalar curvature :math:`g^{ik} R_{ik}` of the alpha-connection.
 
         For an exponential family :math:`R^{(\alpha)} = (1-\alpha^2) R^{(0)}` in natural
@@ -264,6 +283,8 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         radius 2) return :math:`(1-\alpha^2)\, d(d-1) K` from it, which stays accurate where
         the metric in natural coordinates is badly conditioned (a normal with a large mean, a
         gamma with a large shape); the others contract :meth:`ricci_tensor`.
+        ``method="numerical"`` forces the contraction of g and T (from autodiff of A),
+        ``method="closed_form"`` requires the closed form (``ValueError`` where there is none).
 
         Example:
             >>> import jax.numpy as jnp
@@ -271,18 +292,22 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             >>> round(float(Normal().scalar_curvature(jnp.array([0.3, -0.5]))), 4)
             -1.0
         """
+        check_method(method, "scalar_curvature")
         theta = self.check_point(theta)
         alpha = _as_scalar(alpha, theta.dtype, "alpha")
-        sectional = self._sectional_curvature_closed_form(theta)
+        closed = method != "numerical"
+        sectional = self._sectional_curvature_closed_form(theta) if closed else None
         if sectional is not None:
             d = theta.shape[0]
             # Keep the value tied to the checked theta: a constant K would let jit drop the
             # domain check.
             sectional = jnp.where(jnp.all(jnp.isfinite(theta)), sectional, jnp.nan)
             return (1.0 - alpha**2) * d * (d - 1) * sectional
-        return _curvature.scalar_from_ricci(
-            self.fisher_information(theta), self.ricci_tensor(theta, alpha)
-        )
+        if method == "closed_form":
+            raise no_closed_form(self, "scalar curvature")
+        g = self.fisher_information(theta)
+        ricci = _curvature.exponential_family_ricci(g, self.skewness_tensor(theta), alpha)
+        return _curvature.scalar_from_ricci(g, ricci)
 
     def _sectional_curvature_closed_form(self, theta: Point) -> Scalar | None:
         """Levi-Civita sectional curvature K where the family has constant-K planes.
@@ -1258,7 +1283,7 @@ class ExponentialFamily(AbstractExponentialFamily):
         r"""The user's log-partition :math:`A(\theta)`."""
         return self._raw_log_partition(self.check_point(theta))
 
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def fisher_information(self, theta: PointLike, *, method: Method = "auto") -> Metric:
         r"""Fisher information :math:`\nabla^2 A(\theta)`, checked to be positive definite.
 
         A user's log-partition may fail to be strictly convex at ``theta`` (a coordinate A
@@ -1271,7 +1296,7 @@ class ExponentialFamily(AbstractExponentialFamily):
             RuntimeError: if ``theta`` is outside the natural domain, or the Hessian of A is
                 not finite and positive definite there.
         """
-        g = super().fisher_information(theta)
+        g = super().fisher_information(theta, method=method)
         hint = (
             "" if self.dim is not None else " (is theta of the right length? pass `dim=` to check)"
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import equinox as eqx
 import jax
@@ -44,6 +44,29 @@ from .geometry._geodesic import RESULTS, GeodesicSolver, LogMapSolution
 
 if TYPE_CHECKING:
     from ._family import AbstractExponentialFamily
+
+
+Method = Literal["auto", "closed_form", "numerical"]
+_METHODS = ("auto", "closed_form", "numerical")
+
+
+def check_method(method: str, name: str) -> str:
+    """Validate a ``method=`` route keyword (static: a Python string)."""
+    if method not in _METHODS:
+        raise ValueError(
+            f"`method` of {name} must be one of {_METHODS}, got {method!r}: 'closed_form' forces "
+            "the family's closed form, 'numerical' the generic route, 'auto' prefers the closed "
+            "form where there is one."
+        )
+    return method
+
+
+def no_closed_form(manifold: object, name: str) -> ValueError:
+    """The error of ``method='closed_form'`` on a manifold without a closed form."""
+    return ValueError(
+        f"{type(manifold).__name__} has no closed-form {name}: use method='auto' or "
+        "method='numerical'."
+    )
 
 
 class AbstractStatisticalManifold(eqx.Module):
@@ -174,11 +197,17 @@ class AbstractStatisticalManifold(eqx.Module):
         r"""Ricci tensor ``[i, k]`` :math:`= R^l{}_{ilk}` of the alpha-connection."""
         return _curvature.ricci_from_riemann(self.riemann_tensor(theta, alpha))
 
-    def scalar_curvature(self, theta: PointLike, alpha: ScalarLike = 0.0) -> Scalar:
+    def scalar_curvature(
+        self, theta: PointLike, alpha: ScalarLike = 0.0, *, method: Method = "auto"
+    ) -> Scalar:
         r"""Scalar curvature :math:`g^{ik} R_{ik}` of the alpha-connection.
 
         A sphere of radius r gives :math:`2/r^2`; the univariate normal family gives -1 (and
-        :math:`-(1-\alpha^2)` for the alpha-connection).
+        :math:`-(1-\alpha^2)` for the alpha-connection). ``method`` chooses the route as in
+        :meth:`geodesic_distance`: exponential families with a closed-form sectional curvature
+        take it under ``"auto"`` and ``"closed_form"``; ``"numerical"`` always contracts the
+        curvature tensor; this generic manifold has no closed form (``"closed_form"`` raises
+        ``ValueError``).
 
         Example:
             >>> import jax.numpy as jnp
@@ -186,6 +215,9 @@ class AbstractStatisticalManifold(eqx.Module):
             >>> round(float(Normal().scalar_curvature(jnp.array([0.3, -0.5]))), 4)
             -1.0
         """
+        check_method(method, "scalar_curvature")
+        if method == "closed_form":
+            raise no_closed_form(self, "scalar curvature")
         theta = self.check_point(theta)
         return _curvature.scalar_from_ricci(self.metric(theta), self.ricci_tensor(theta, alpha))
 
@@ -512,14 +544,18 @@ class AbstractStatisticalManifold(eqx.Module):
         *,
         solver: GeodesicSolver | None = None,
         throw: bool = True,
+        method: Method = "auto",
     ) -> Scalar:
         r"""Fisher-Rao (Levi-Civita) geodesic distance.
 
         :math:`d(\theta_0, \theta_1) = \|\log_{\theta_0}\theta_1\|_{g(\theta_0)}`, the
-        length of the alpha = 0 geodesic found by :meth:`log_map`. Catalogue families
-        override it with closed forms where they exist (normal, categorical, Poisson, ...);
-        the overrides accept ``solver`` and ``throw`` and ignore them (no solve), and
-        ``AbstractStatisticalManifold.geodesic_distance(family, ...)`` runs the numerical one.
+        length of the alpha = 0 geodesic found by :meth:`log_map`. Catalogue families with a
+        closed form (normal, diagonal normal, categorical, multinomial, Bernoulli, binomial,
+        geometric, Poisson, exponential) supply it through the hook
+        ``_geodesic_distance_closed_form(theta_0, theta_1)``; ``method`` chooses the route:
+        ``"auto"`` (the default) takes the closed form where there is one (``solver`` and
+        ``throw`` are then unused: there is no solve), ``"closed_form"`` requires it, and
+        ``"numerical"`` always shoots (so a closed form can be checked against the solve).
         Its first derivatives come from the envelope theorem, not from the Newton iterations:
         :math:`\partial d/\partial\theta_1 = g(\theta_1)\dot\gamma(1)/d` and
         :math:`\partial d/\partial\theta_0 = -g(\theta_0)\dot\gamma(0)/d` for the
@@ -531,28 +567,46 @@ class AbstractStatisticalManifold(eqx.Module):
             theta_1: second point, shape ``(dim,)``.
             solver: numerical settings.
             throw: raise (also under ``jit``) if the shooting did not converge.
+            method: ``"auto"``, ``"closed_form"`` or ``"numerical"`` (static).
 
         Returns:
             The distance, a nonnegative scalar.
 
         Raises:
             equinox.EquinoxRuntimeError: if the shooting did not converge and ``throw=True``.
+            ValueError: on an unknown ``method``, or ``method="closed_form"`` where there is no
+                closed form.
 
         Example:
             >>> import jax.numpy as jnp
-            >>> from infogeo_jax import AbstractStatisticalManifold
             >>> from infogeo_jax.families import Poisson
             >>> fam = Poisson()  # closed form 2 |sqrt(l1) - sqrt(l0)|
             >>> a, b = jnp.log(jnp.array([1.0])), jnp.log(jnp.array([4.0]))
-            >>> round(float(AbstractStatisticalManifold.geodesic_distance(fam, a, b)), 4)
+            >>> round(float(fam.geodesic_distance(a, b, method="numerical")), 4)
+            2.0
+            >>> round(float(fam.geodesic_distance(a, b, method="closed_form")), 4)
             2.0
 
         References:
             Rao, *Information and the accuracy attainable in the estimation of statistical
             parameters*, Bull. Calcutta Math. Soc. 37 (1945).
         """
+        check_method(method, "geodesic_distance")
         theta_0, theta_1 = self._check_pair(theta_0, theta_1)
+        if method != "numerical":
+            closed = self._geodesic_distance_closed_form(theta_0, theta_1)
+            if closed is not NotImplemented:
+                return closed
+            if method == "closed_form":
+                raise no_closed_form(self, "geodesic distance")
         return _distance_impl(self, theta_0, theta_1, _settings(solver, theta_0), throw)
+
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
+        """Closed-form Fisher-Rao distance of checked points, or ``NotImplemented`` (default).
+
+        Override in families with a closed form; :meth:`geodesic_distance` dispatches to it.
+        """
+        return NotImplemented
 
     def parallel_transport(
         self,

@@ -196,8 +196,11 @@ class StatisticalModel(AbstractStatisticalManifold):
            ``loc`` / ``scale`` attributes, else the rule's default);
         3. otherwise (countable supports such as the Poisson, multivariate events):
            :class:`~infogeo_jax.MonteCarlo` with ``num_samples`` draws of the distribution's own
-           sampler (derivatives through likelihood-ratio weights, so the estimates of the
-           metric and skewness are unbiased).
+           sampler: reparameterized (``reparameterized=True``, derivatives through the
+           samples) where the distribution has a reparameterized sampler (numpyro's
+           ``has_rsample``, a fully reparameterized distrax / TFP distribution), else with
+           derivatives through likelihood-ratio weights; in both modes the estimates of the
+           metric and skewness are unbiased.
 
         The chosen rule is the model's ``expectation`` attribute (and shows in its repr). The
         domain check (raised by every public method, also under ``jit``) is that the

@@ -14,8 +14,13 @@ from .geometry._geodesic import RESULTS, GeodesicSolver
 
 
 def _has_closed_form(manifold: AbstractStatisticalManifold) -> bool:
-    """Whether the class overrides ``geodesic_distance`` (the overrides are closed forms)."""
-    return type(manifold).geodesic_distance is not AbstractStatisticalManifold.geodesic_distance
+    """Whether the class has a closed-form distance (or its own ``geodesic_distance``)."""
+    cls = type(manifold)
+    base = AbstractStatisticalManifold
+    return (
+        cls._geodesic_distance_closed_form is not base._geodesic_distance_closed_form
+        or cls.geodesic_distance is not base.geodesic_distance
+    )
 
 
 def _as_points(points, name: str, dim: int | None) -> Array:

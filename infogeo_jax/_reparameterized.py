@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ._custom_types import Metric, Point, PointLike, Scalar, Tensor3
-from ._manifold import AbstractStatisticalManifold
+from ._manifold import AbstractStatisticalManifold, Method, check_method
 from ._misc import finite_and_in_domain
 from .geometry import GeodesicSolver
 
@@ -92,7 +92,7 @@ class ReparameterizedFamily(AbstractStatisticalManifold):
         if self.method == "closed_form":
             g = self.family.fisher_information(inner)
         else:
-            g = AbstractExponentialFamily.fisher_information(self.family, inner)
+            g = AbstractExponentialFamily.fisher_information(self.family, inner, method="numerical")
         return jac.T @ g @ jac
 
     def fisher_information(self, theta: PointLike) -> Metric:
@@ -113,13 +113,22 @@ class ReparameterizedFamily(AbstractStatisticalManifold):
         *,
         solver: GeodesicSolver | None = None,
         throw: bool = True,
+        method: Method = "auto",
     ) -> Scalar:
-        """Fisher-Rao distance: the family's at ``to_theta`` (or shooting, see ``method``)."""
-        if self.method == "numerical":
-            return super().geodesic_distance(theta_0, theta_1, solver=solver, throw=throw)
+        """Fisher-Rao distance: the family's at ``to_theta`` (or shooting in these coordinates).
+
+        ``method="numerical"`` shoots in these coordinates; ``"closed_form"`` requires the
+        family's closed form; ``"auto"`` follows the reparameterization's own ``method``
+        (``"closed_form"``: the family's distance, closed form or not, at ``to_theta``).
+        """
+        check_method(method, "geodesic_distance")
+        if method == "numerical" or (method == "auto" and self.method == "numerical"):
+            return super().geodesic_distance(
+                theta_0, theta_1, solver=solver, throw=throw, method="numerical"
+            )
         phi_0, phi_1 = self._check_pair(theta_0, theta_1)
         return self.family.geodesic_distance(
-            self._theta(phi_0), self._theta(phi_1), solver=solver, throw=throw
+            self._theta(phi_0), self._theta(phi_1), solver=solver, throw=throw, method=method
         )
 
     def log_prob(self, theta: PointLike, x) -> Scalar:

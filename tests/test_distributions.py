@@ -17,6 +17,7 @@ import pytest
 import scipy.special as sp
 
 from infogeo_jax import FiniteSupport, MonteCarlo, Quadrature, StatisticalModel
+from infogeo_jax._distributions import DistributionSampler
 from infogeo_jax.families import (
     Bernoulli,
     Beta,
@@ -324,6 +325,100 @@ def test_independent_event_goes_to_monte_carlo():
     make = lambda t: nd.Normal(t, 1.0).to_event(1)
     model = StatisticalModel.from_distribution(make, example=jnp.zeros(2), num_samples=8)
     assert isinstance(model.expectation, MonteCarlo)
+    # numpyro's Normal has a reparameterized sampler: chosen, and visible in the repr.
+    assert model.expectation.reparameterized
+    assert "reparameterized=True" in repr(model.expectation)
+    poisson = StatisticalModel.from_distribution(
+        lambda t: nd.Poisson(t[0]), example=jnp.array([2.0]), num_samples=8
+    )
+    assert isinstance(poisson.expectation, MonteCarlo)
+    assert not poisson.expectation.reparameterized
+
+
+def _forced_monte_carlo(reparameterized, num_samples, key):
+    make = lambda t: nd.Normal(t[0], t[1])
+    sampler = DistributionSampler(make, reparameterized=reparameterized)
+    rule = MonteCarlo(sampler, num_samples, key, reparameterized=reparameterized)
+    return StatisticalModel.from_distribution(make, expectation=rule)
+
+
+def test_reparameterized_sampler_refused_where_absent():
+    sampler = DistributionSampler(lambda t: nd.Poisson(t[0]), reparameterized=True)
+    with pytest.raises(ValueError, match="no reparameterized sampler"):
+        sampler(jnp.array([2.0]), jax.random.key(0), 4)
+    with pytest.raises(TypeError, match="bool"):
+        MonteCarlo(sampler, 4, jax.random.key(0), reparameterized=1)  # type: ignore[arg-type]
+
+
+# Spread of sqrt(n) * (estimate - truth) for the normal in (mu, sigma) at n = 1024, measured over
+# 16 keys (max |Gamma error| and std of the scalar-curvature error, rounded up): the tolerances
+# below are 4 of these spreads / sqrt(n). Likelihood-ratio derivatives are noisier than pathwise.
+MC_SPREAD = {
+    False: {"christoffel": 6.0, "curvature": 8.0},
+    True: {"christoffel": 2.0, "curvature": 3.5},
+}
+
+
+# The likelihood-ratio case differentiates the weights three times for the curvature (slow to
+# compile); the fast selection keeps the pathwise case, and other tests cover the weights.
+@pytest.mark.parametrize("reparameterized", [pytest.param(False, marks=pytest.mark.slow), True])
+def test_monte_carlo_normal_geometry_in_both_modes(reparameterized):
+    # Closed forms in (mu, sigma) (Amari & Nagaoka 2000, sec. 2.3; Costa, Santos & Strapasson,
+    # "Fisher information distance", Discrete Appl. Math. 197 (2015)): g = diag(1, 2) / sigma^2,
+    # Gamma^mu_{mu sigma} = -1/sigma, Gamma^sigma_{mu mu} = 1/(2 sigma),
+    # Gamma^sigma_{sigma sigma} = -1/sigma, scalar curvature -1.
+    n = 4096
+    model = _forced_monte_carlo(reparameterized, n, jax.random.key(1))
+    u = jnp.array([0.3, 1.7])
+    fisher, gamma, curvature = eqx.filter_jit(
+        lambda th: (
+            model.fisher_information(th),
+            model.christoffel_symbols(th),
+            model.scalar_curvature(th),
+        )
+    )(u)
+    s = u[1]
+    expected_gamma = jnp.zeros((2, 2, 2))
+    expected_gamma = expected_gamma.at[0, 0, 1].set(-1 / s).at[0, 1, 0].set(-1 / s)
+    expected_gamma = expected_gamma.at[1, 0, 0].set(1 / (2 * s)).at[1, 1, 1].set(-1 / s)
+    # Second route: the catalogue family pulled back to (mu, sigma).
+    family = Normal().reparameterize(Normal().from_usual)
+    np.testing.assert_allclose(
+        family.christoffel_symbols(u), expected_gamma, rtol=1e-12, atol=1e-12
+    )
+    score = jax.grad(model.log_density_fn)
+    outer = lambda x: jnp.outer(score(u, x), score(u, x))
+    stderr = eqx.filter_jit(model.expectation.standard_error)(outer, u, model.log_density_fn)
+    expected_fisher = jnp.diag(jnp.array([1.0, 2.0])) / s**2
+    assert np.all(np.abs(np.asarray(fisher - expected_fisher)) <= 5 * np.asarray(stderr) + 1e-12)
+    spread = MC_SPREAD[reparameterized]
+    np.testing.assert_allclose(
+        gamma, expected_gamma, rtol=0, atol=4 * spread["christoffel"] / np.sqrt(n)
+    )
+    np.testing.assert_allclose(curvature, -1.0, rtol=0, atol=4 * spread["curvature"] / np.sqrt(n))
+
+
+def test_pathwise_gradient_variance_not_above_likelihood_ratio():
+    # d/dtheta E_theta[x] = (1, 0) for the normal in (mu, sigma): per-sample gradient estimates
+    # (one draw each, many keys) have variance (0, 1) pathwise (dx/dtheta = (1, eps)), larger
+    # under likelihood-ratio weights (x * score).
+    u = jnp.array([0.3, 1.7])
+    keys = jax.random.split(jax.random.key(2), 2000)
+
+    def per_sample(reparameterized):
+        @eqx.filter_jit
+        @jax.vmap
+        def grads(key):
+            model = _forced_monte_carlo(reparameterized, 1, key)
+            mean = lambda th: model.expectation.expect(lambda x: x, th, model.log_density_fn)
+            return jax.grad(mean)(u)
+
+        return grads(keys)
+
+    pathwise, lr = per_sample(True), per_sample(False)
+    np.testing.assert_allclose(pathwise.mean(0), [1.0, 0.0], atol=0.1)
+    np.testing.assert_allclose(lr.mean(0), [1.0, 0.0], atol=0.3)
+    assert np.all(np.var(pathwise, 0) <= np.var(lr, 0))
 
 
 def test_libraries_are_not_imported_by_infogeo_jax():

@@ -335,7 +335,16 @@ def test_overrides_match_autodiff_defaults(name):
     fam, theta, _, _ = CASES[name]
     eta = fam.mean_parameters(theta)
     close(eta, AEF.mean_parameters(fam, theta))
-    close(fam.fisher_information(theta), AEF.fisher_information(fam, theta))
+    # method="numerical" is the autodiff Hessian of A, whatever the family overrides.
+    close(fam.fisher_information(theta), fam.fisher_information(theta, method="numerical"))
+    if name in ("bernoulli", "binomial", "categorical", "diagnormal"):
+        close(
+            fam.fisher_information(theta, method="closed_form"),
+            fam.fisher_information(theta, method="numerical"),
+        )
+    else:
+        with pytest.raises(ValueError, match="no closed-form Fisher information"):
+            fam.fisher_information(theta, method="closed_form")
     close(fam.natural_parameters(eta), theta, rtol=1e-10, atol=1e-10)
     # The generic damped Newton from the family's own starting point reaches the same theta.
     close(AEF.natural_parameters(fam, eta), theta, rtol=1e-10, atol=1e-10)
@@ -568,22 +577,22 @@ def test_float32_smoke(name):
     close(fam.natural_parameters(eta), theta, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "bernoulli",
-        "binomial",
-        "poisson",
-        "exponential",
-        "normal",
-        "categorical",
-        "geometric",
-        "multinomial",
-        "diagnormal",
-    ],
-)
+CLOSED_FORM_DISTANCES = [
+    "bernoulli",
+    "binomial",
+    "poisson",
+    "exponential",
+    "normal",
+    "categorical",
+    "geometric",
+    "multinomial",
+    "diagnormal",
+]
+
+
+@pytest.mark.parametrize("name", CLOSED_FORM_DISTANCES)
 def test_closed_form_distance_accepts_the_base_signature(name):
-    # The overrides keep AbstractStatisticalManifold.geodesic_distance's keywords, so code
+    # The closed forms are reached through the base method and its keywords, so code
     # written against the base class (solver=, throw=) runs on every family.
     from infogeo_jax.geometry import GeodesicSolver
 
@@ -593,6 +602,66 @@ def test_closed_form_distance_accepts_the_base_signature(name):
     keyed = fam.geodesic_distance(theta, other, solver=GeodesicSolver(), throw=False)
     np.testing.assert_allclose(keyed, plain, rtol=RTOL, atol=ATOL)
     assert float(plain) > 0.0
+
+
+@pytest.mark.parametrize("name", CLOSED_FORM_DISTANCES)
+def test_distance_closed_form_route_equals_numerical_route(name):
+    # method="closed_form" (the published formula) against method="numerical" (the shooting
+    # solve of the Levi-Civita geodesic on the autodiff metric): two independent routes.
+    fam, theta = CASES[name][0], CASES[name][1]
+    route = jax.jit(
+        lambda a, b: (
+            fam.geodesic_distance(a, b, method="closed_form"),
+            fam.geodesic_distance(a, b, method="numerical"),
+            fam.geodesic_distance(a, b),
+        )
+    )
+    for other in (1.2 * theta + 0.05, 0.7 * theta - 0.1):
+        closed, numerical, auto = route(theta, other)
+        np.testing.assert_allclose(closed, numerical, rtol=1e-9, atol=1e-12)
+        assert auto == closed
+        assert float(closed) > 0.0
+
+
+def test_distance_method_errors():
+    gamma = Gamma()
+    a, b = gamma.from_usual(jnp.array([2.0, 1.0])), gamma.from_usual(jnp.array([3.0, 1.5]))
+    with pytest.raises(ValueError, match="Gamma has no closed-form geodesic distance"):
+        gamma.geodesic_distance(a, b, method="closed_form")
+    with pytest.raises(ValueError, match="`method` of geodesic_distance must be one of"):
+        Normal().geodesic_distance(a, b, method="exact")  # type: ignore[arg-type]
+    # Without a closed form, "auto" and "numerical" are the same solve.
+    close(gamma.geodesic_distance(a, b), gamma.geodesic_distance(a, b, method="numerical"))
+
+
+@pytest.mark.parametrize("name", ["normal", "gamma", "beta", "categorical"])
+def test_scalar_curvature_closed_form_route_equals_numerical_route(name):
+    # The closed-form sectional curvature (normal -1/2, categorical 1/4: a sphere of radius 2,
+    # gamma and beta: Le Brigant, Preston & Puechmorel 2021) against the contraction of g and T
+    # from autodiff of the log-partition.
+    fam, theta = CASES[name][0], CASES[name][1]
+    routes = jax.jit(
+        lambda th, a: (
+            fam.scalar_curvature(th, a, method="closed_form"),
+            fam.scalar_curvature(th, a, method="numerical"),
+            fam.scalar_curvature(th, a),
+        )
+    )
+    for alpha in (0.0, 0.5):
+        closed, numerical, auto = routes(theta, jnp.asarray(alpha))
+        close(closed, numerical, rtol=1e-9, atol=1e-12)
+        assert auto == closed
+
+
+def test_scalar_curvature_method_errors():
+    poisson, theta = CASES["poisson"][0], CASES["poisson"][1]
+    with pytest.raises(ValueError, match="Poisson has no closed-form scalar curvature"):
+        poisson.scalar_curvature(theta, method="closed_form")
+    with pytest.raises(ValueError, match="`method` of scalar_curvature must be one of"):
+        poisson.scalar_curvature(theta, method="autodiff")  # type: ignore[arg-type]
+    chart = Normal().reparameterize(Normal().from_usual)
+    with pytest.raises(ValueError, match="no closed-form scalar curvature"):
+        chart.scalar_curvature(jnp.array([0.3, 1.7]), method="closed_form")
 
 
 # ------------------------------------------------------------------------------ usual charts

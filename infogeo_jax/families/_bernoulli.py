@@ -20,7 +20,6 @@ from .._custom_types import (
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
-from ..geometry import GeodesicSolver
 from ._common import as_usual, check_mean, logit_distance
 
 
@@ -61,7 +60,7 @@ class Bernoulli(AbstractExponentialFamily):
         return jnp.all((eta > 0) & (eta < 1))
 
     # closed-form overrides (checked against autodiff in the tests)
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         # sigmoid(t) sigmoid(-t), not mu (1 - mu): accurate for logits of any size.
         theta = self.check_point(theta)
         return jnp.reshape(jax.nn.sigmoid(theta[0]) * jax.nn.sigmoid(-theta[0]), (1, 1))
@@ -85,23 +84,13 @@ class Bernoulli(AbstractExponentialFamily):
     def _check_mean(self, eta: Point) -> Point:
         return check_mean(eta, self.in_mean_domain(eta), "Bernoulli", "0 < eta < 1")
 
-    def geodesic_distance(
-        self,
-        theta_0: PointLike,
-        theta_1: PointLike,
-        *,
-        solver: GeodesicSolver | None = None,
-        throw: bool = True,
-    ) -> Scalar:
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
         r"""Closed-form Fisher-Rao distance.
 
         :math:`2\arccos(\sqrt{p_0 p_1} + \sqrt{(1-p_0)(1-p_1)})` (Rao 1945), evaluated as
         :math:`2|\arctan e^{\theta_1/2} - \arctan e^{\theta_0/2}|` in log space, accurate to
         a few ulps relative for logits of any size.
-
-        ``solver`` and ``throw`` are ignored (see the base method).
         """
-        del solver, throw
         return logit_distance(self.check_point(theta_0)[0], self.check_point(theta_1)[0])
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:

@@ -12,7 +12,6 @@ from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sampl
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
-from ..geometry import GeodesicSolver
 from ._common import as_float, as_usual, check_mean, logit_distance
 
 
@@ -68,23 +67,12 @@ class Binomial(AbstractExponentialFamily):
         p = eta / self.num_trials
         return jnp.log(p) - jnp.log1p(-p)
 
-    def geodesic_distance(
-        self,
-        theta_0: PointLike,
-        theta_1: PointLike,
-        *,
-        solver: GeodesicSolver | None = None,
-        throw: bool = True,
-    ) -> Scalar:
-        r"""Closed form :math:`2\sqrt{n}\arccos(\sqrt{p_0p_1} + \sqrt{(1-p_0)(1-p_1)})`.
-
-        ``solver`` and ``throw`` are ignored (see the base method).
-        """
-        del solver, throw
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
+        r"""Closed form :math:`2\sqrt{n}\arccos(\sqrt{p_0p_1} + \sqrt{(1-p_0)(1-p_1)})`."""
         t0, t1 = self.check_point(theta_0)[0], self.check_point(theta_1)[0]
         return jnp.sqrt(float(self.num_trials)) * logit_distance(t0, t1)
 
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         # n sigmoid(t) sigmoid(-t): accurate for logits of any size.
         t = self.check_point(theta)[0]
         return jnp.reshape(self.num_trials * jax.nn.sigmoid(t) * jax.nn.sigmoid(-t), (1, 1))

@@ -12,7 +12,6 @@ from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sampl
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
-from ..geometry import GeodesicSolver
 from ._common import as_usual, check_mean, sphere_distance
 
 
@@ -69,7 +68,7 @@ class Categorical(AbstractExponentialFamily):
     def mean_parameters(self, theta: PointLike) -> Point:
         return self.probabilities(theta)[:-1]
 
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         r"""Closed form :math:`g_{ij} = p_i(\delta_{ij} - p_j)`, i, j < k - 1.
 
         The diagonal is :math:`p_i (1 - p_i)` with :math:`1 - p_i` summed over the other
@@ -96,22 +95,12 @@ class Categorical(AbstractExponentialFamily):
         eta = check_mean(eta, self.in_mean_domain(eta), "Categorical", "eta > 0 and sum(eta) < 1")
         return jnp.log(eta) - jnp.log1p(-jnp.sum(eta))
 
-    def geodesic_distance(
-        self,
-        theta_0: PointLike,
-        theta_1: PointLike,
-        *,
-        solver: GeodesicSolver | None = None,
-        throw: bool = True,
-    ) -> Scalar:
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
         r"""Closed-form Fisher-Rao distance :math:`2\arccos\sum_i\sqrt{p_i q_i}`.
-
-        ``solver`` and ``throw`` are ignored (see the base method).
 
         References:
             Rao (1945); Amari & Nagaoka (2000), Sec. 2.5 (the simplex as a sphere of radius 2).
         """
-        del solver, throw
         log_p = jax.nn.log_softmax(self._full_logits(self.check_point(theta_0)))
         log_q = jax.nn.log_softmax(self._full_logits(self.check_point(theta_1)))
         return sphere_distance(jnp.exp(0.5 * log_p), jnp.exp(0.5 * log_q))

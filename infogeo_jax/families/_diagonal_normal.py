@@ -13,7 +13,6 @@ from .._custom_types import Array, Metric, Point, PointLike, PRNGKeyArray, Sampl
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point, safe_sqrt
-from ..geometry import GeodesicSolver
 from ._common import as_float, as_usual, check_mean
 
 
@@ -79,7 +78,7 @@ class DiagonalNormal(AbstractExponentialFamily):
     def log_base_measure(self, x: Sample) -> Scalar:
         return jnp.asarray(-0.5 * self.num_dims * np.log(2 * np.pi), jnp.result_type(float))
 
-    def fisher_information(self, theta: PointLike) -> Metric:
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
         r"""Closed form: the block-diagonal :math:`\mathrm{Cov}[T]` (checked against autodiff)."""
         theta = self.check_point(theta)
         t1, t2 = self._split(theta)
@@ -110,22 +109,13 @@ class DiagonalNormal(AbstractExponentialFamily):
         d = self.num_dims
         return jnp.concatenate([jnp.zeros(d, eta.dtype), jnp.full(d, -0.5, eta.dtype)])
 
-    def geodesic_distance(
-        self,
-        theta_0: PointLike,
-        theta_1: PointLike,
-        *,
-        solver: GeodesicSolver | None = None,
-        throw: bool = True,
-    ) -> Scalar:
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
         r"""Closed form: root sum of squares of the univariate normal distances.
 
         Each :math:`2\sqrt2\,\mathrm{artanh}\sqrt{\frac{\Delta\mu^2/2 + (\sigma_0-\sigma_1)^2}
         {\Delta\mu^2/2 + (\sigma_0+\sigma_1)^2}}` (Costa, Santos & Strapasson 2015); a product
-        manifold's distance is the Euclidean combination of the factors'. ``solver`` and
-        ``throw`` are ignored (see the base method).
+        manifold's distance is the Euclidean combination of the factors'.
         """
-        del solver, throw
         d = self.num_dims
         u0, u1 = self.to_usual(theta_0), self.to_usual(theta_1)
         m0, s0, m1, s1 = u0[:d], u0[d:], u1[:d], u1[d:]

@@ -11,7 +11,6 @@ from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scala
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
-from ..geometry import GeodesicSolver
 from ._common import as_float, as_usual, check_mean
 
 
@@ -55,19 +54,8 @@ class Exponential(AbstractExponentialFamily):
         eta = as_point(eta, 1, "eta")
         return -1.0 / check_mean(eta, self.in_mean_domain(eta), "Exponential", "eta > 0")
 
-    def geodesic_distance(
-        self,
-        theta_0: PointLike,
-        theta_1: PointLike,
-        *,
-        solver: GeodesicSolver | None = None,
-        throw: bool = True,
-    ) -> Scalar:
-        r"""Closed-form Fisher-Rao distance :math:`|\log(\lambda_1 / \lambda_0)|`.
-
-        ``solver`` and ``throw`` are ignored (see the base method).
-        """
-        del solver, throw
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
+        r"""Closed-form Fisher-Rao distance :math:`|\log(\lambda_1 / \lambda_0)|`."""
         theta_0 = self.check_point(theta_0)
         theta_1 = self.check_point(theta_1)
         return jnp.abs(jnp.log(theta_1[0] / theta_0[0]))

@@ -11,7 +11,6 @@ from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scala
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
-from ..geometry import GeodesicSolver
 from ._common import as_float, as_usual, check_mean
 
 
@@ -68,20 +67,11 @@ class Geometric(AbstractExponentialFamily):
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return -jnp.ones_like(eta)
 
-    def geodesic_distance(
-        self,
-        theta_0: PointLike,
-        theta_1: PointLike,
-        *,
-        solver: GeodesicSolver | None = None,
-        throw: bool = True,
-    ) -> Scalar:
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
         r"""Closed form :math:`2|\mathrm{artanh}\sqrt{1-p_1} - \mathrm{artanh}\sqrt{1-p_0}|`.
 
-        From :math:`ds = dp / (p\sqrt{1-p})`. ``solver`` and ``throw`` are ignored (see the
-        base method).
+        From :math:`ds = dp / (p\sqrt{1-p})`.
         """
-        del solver, throw
         q0 = jnp.exp(0.5 * self.check_point(theta_0)[0])  # sqrt(1 - p)
         q1 = jnp.exp(0.5 * self.check_point(theta_1)[0])
         return 2.0 * jnp.abs(jnp.arctanh(q1) - jnp.arctanh(q0))

@@ -12,7 +12,6 @@ from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scala
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
 from .._misc import as_point
-from ..geometry import GeodesicSolver
 from ._common import as_float, as_usual, check_mean, sphere_distance
 
 
@@ -99,19 +98,8 @@ class Multinomial(AbstractExponentialFamily):
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return jnp.zeros_like(eta)
 
-    def geodesic_distance(
-        self,
-        theta_0: PointLike,
-        theta_1: PointLike,
-        *,
-        solver: GeodesicSolver | None = None,
-        throw: bool = True,
-    ) -> Scalar:
-        r"""Closed form :math:`2\sqrt n\arccos\sum_i\sqrt{p_iq_i}`.
-
-        ``solver`` and ``throw`` are ignored (see the base method).
-        """
-        del solver, throw
+    def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
+        r"""Closed form :math:`2\sqrt n\arccos\sum_i\sqrt{p_iq_i}`."""
         log_p = jax.nn.log_softmax(self._full_logits(self.check_point(theta_0)))
         log_q = jax.nn.log_softmax(self._full_logits(self.check_point(theta_1)))
         chord = sphere_distance(jnp.exp(0.5 * log_p), jnp.exp(0.5 * log_q))
