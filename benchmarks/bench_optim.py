@@ -1,4 +1,4 @@
-"""Benchmark of infogeo_jax.optim on scikit-learn's digits data (issue 5).
+"""Benchmark of infogeo_jax.optim on scikit-learn's digits data.
 
 1. Multinomial logistic regression (64 pixels / 16 + bias, 10 classes, 1797 examples, full
    batch, L2 ``LAM / 2 * |W|^2``), all in float64 on the CPU. Correctness first: the optimum is

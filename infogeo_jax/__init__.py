@@ -5,7 +5,7 @@ Fisher metrics, alpha-connections, curvature, geodesics and divergences of any s
 mirror-descent optimizers as optax transformations.
 """
 
-# --- core (issue 2) ----------------------------------------------------------------------------
+# --- core -----------------------------------------------------------------------------------------
 from . import families as families, geometry as geometry
 from ._divergence import bregman_divergence as bregman_divergence
 from ._family import (
@@ -18,7 +18,7 @@ from ._manifold import (
 )
 from ._pairwise import pairwise_distances as pairwise_distances
 
-# --- statistical models (issue 3) --------------------------------------------------------------
+# --- statistical models ---------------------------------------------------------------------------
 # isort: split
 from ._expectation import (
     AbstractExpectation as AbstractExpectation,
@@ -31,11 +31,11 @@ from ._expectation import (
 from ._model import StatisticalModel as StatisticalModel
 from ._reparameterized import ReparameterizedFamily as ReparameterizedFamily
 
-# --- optimizers (issue 5) ----------------------------------------------------------------------
+# --- optimizers -----------------------------------------------------------------------------------
 # isort: split
 from . import optim as optim
 
-# --- projections and EM (issue 6) --------------------------------------------------------------
+# --- projections and EM ---------------------------------------------------------------------------
 # isort: split
 from ._em import (
     EMResult as EMResult,

@@ -772,7 +772,7 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         p, q = self._prepare_pair(p, q)
         return safe_sqrt(-jnp.expm1(-self.bhattacharyya_distance(p, q)))
 
-    # ------------------------------------------------------------------ model view (issue 3)
+    # ------------------------------------------------------------------------- model view
     def as_model(self, expectation: Any) -> Any:
         r"""This family as a :class:`~infogeo_jax.StatisticalModel` (``log_prob`` as log-density).
 
