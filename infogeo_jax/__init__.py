@@ -30,6 +30,7 @@ from ._expectation import (
 )
 from ._model import StatisticalModel as StatisticalModel
 from ._reparameterized import ReparameterizedFamily as ReparameterizedFamily
+from ._results import RESULTS as RESULTS
 
 # --- optimizers -----------------------------------------------------------------------------------
 # isort: split
@@ -44,7 +45,6 @@ from ._em import (
     init_mixture as init_mixture,
 )
 from ._projection import (
-    RESULTS as RESULTS,
     ProjectionResult as ProjectionResult,
     e_projection as e_projection,
     e_projection_affine as e_projection_affine,

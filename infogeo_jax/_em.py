@@ -38,7 +38,7 @@ from ._family import (
     _degenerate_message,
     check_finite_data,
 )
-from ._projection import RESULTS
+from ._results import RESULTS
 
 
 def _check_component(component: Any) -> None:

@@ -39,8 +39,9 @@ from ._misc import (
     safe_sqrt,
     solve_metric,
 )
+from ._results import RESULTS
 from .geometry import _curvature, _geodesic
-from .geometry._geodesic import RESULTS, GeodesicSolver, LogMapSolution
+from .geometry._geodesic import GeodesicSolver, LogMapSolution
 
 if TYPE_CHECKING:
     from ._family import AbstractExponentialFamily

@@ -9,8 +9,9 @@ import numpy as np
 
 from ._custom_types import Array, Float, PointLike
 from ._manifold import AbstractStatisticalManifold, _settings
+from ._results import RESULTS
 from .geometry import _geodesic
-from .geometry._geodesic import RESULTS, GeodesicSolver
+from .geometry._geodesic import GeodesicSolver
 
 
 def _has_closed_form(manifold: AbstractStatisticalManifold) -> bool:

@@ -51,31 +51,7 @@ from ._family import (
 )
 from ._misc import as_point, check_real, solve_metric
 from ._model import StatisticalModel
-
-# ---------------------------------------------------------------------------------- results
-
-
-class RESULTS(eqx.Enumeration):
-    """Outcome codes of the iterative projections and of EM (compare with ``==``)."""
-
-    successful = ""
-    max_steps_reached = (
-        "The iteration reached its step limit before converging. Raise `max_steps` (`num_steps` "
-        "for EM), loosen the tolerance, or pass `throw=False` to inspect the last iterate."
-    )
-    nonfinite = (
-        "A non-finite value appeared. The projection may not exist (the target lies on the "
-        "boundary of the mean domain), `basis` or `constraint_matrix` may not have full rank, "
-        "or the starting point is too far: pass a better `initial_coordinates`."
-    )
-    stalled = (
-        "The line search could not decrease the objective: the problem is badly conditioned "
-        "at this precision (use float64) or the expectation rule is too inaccurate."
-    )
-    degenerate = (
-        "A mixture component lost all its weight or collapsed to the boundary of its family "
-        "(e.g. a Gaussian on a single point). Use another initialization or fewer components."
-    )
+from ._results import RESULTS
 
 
 class ProjectionResult(eqx.Module):

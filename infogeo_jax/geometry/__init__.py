@@ -7,8 +7,8 @@ are thin wrappers around them. Public here: the settings of the geodesic solvers
 its result codes (:class:`RESULTS`).
 """
 
+from .._results import RESULTS as RESULTS
 from ._geodesic import (
-    RESULTS as RESULTS,
     GeodesicSolver as GeodesicSolver,
     LogMapSolution as LogMapSolution,
 )

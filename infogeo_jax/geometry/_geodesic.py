@@ -22,7 +22,7 @@ silently wrong point.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import diffrax
 import equinox as eqx
@@ -32,33 +32,8 @@ import numpy as np
 import optimistix as optx
 
 from .._custom_types import Array, Point, Scalar, Tangent
-
-if TYPE_CHECKING:
-    from .._manifold import AbstractStatisticalManifold
-
-
-class RESULTS(eqx.Enumeration):
-    """Result codes of the geodesic solvers (``solution.result``)."""
-
-    successful = ""
-    max_newton_steps_reached = (
-        "log_map: Newton shooting did not converge within `max_newton_steps` shots. The two "
-        "points may be very far apart or near the boundary of the domain; raise "
-        "`GeodesicSolver(max_newton_steps=...)`, or use throw=False and inspect the solution."
-    )
-    continuation_failed = (
-        "log_map: Newton shooting failed even for targets very close to the converged ones "
-        "(the continuation step fell below `min_continuation_step`). The geodesic may leave "
-        "the domain, or the exponential map may be singular (conjugate points) here."
-    )
-    ill_conditioned_metric = (
-        "log_map: Newton shooting did not converge, and the metric is too ill-conditioned in "
-        "these coordinates for its tolerance (condition number of the equilibrated metric at "
-        "an end point, times the machine epsilon, exceeds `newton_rtol`): the geodesic "
-        "equation cannot be solved to that accuracy in this chart. Use better-conditioned "
-        "coordinates (e.g. a location-scale chart instead of natural parameters far from the "
-        "origin), or loosen `GeodesicSolver(newton_rtol=..., newton_atol=...)`."
-    )
+from .._results import RESULTS
+from ._space import GeodesicSpace
 
 
 class GeodesicSolver(eqx.Module):
@@ -197,7 +172,7 @@ class LogMapSolution(eqx.Module):
 # ---------------------------------------------------------------------------------------------
 # The vector fields
 # ---------------------------------------------------------------------------------------------
-def _contract(space: AbstractStatisticalManifold, alpha, anchor: Point):
+def _contract(space: GeodesicSpace, alpha, anchor: Point):
     """Domain-safe contracted Christoffel symbols ``(x, u, w) -> Gamma^k_ij u^i w^j``.
 
     Outside the domain the result is NaN (so the step is rejected) and the manifold is only
