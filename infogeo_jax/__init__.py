@@ -12,10 +12,8 @@ from ._family import (
     AbstractExponentialFamily as AbstractExponentialFamily,
     ExponentialFamily as ExponentialFamily,
 )
-from ._manifold import (
-    AbstractStatisticalManifold as AbstractStatisticalManifold,
-    StatisticalManifold as StatisticalManifold,
-)
+from ._manifold import AbstractStatisticalManifold as AbstractStatisticalManifold
+from ._metric_manifold import StatisticalManifold as StatisticalManifold
 from ._pairwise import pairwise_distances as pairwise_distances
 
 # --- statistical models ---------------------------------------------------------------------------

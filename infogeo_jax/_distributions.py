@@ -349,20 +349,23 @@ def _concrete_attr(distribution: Any, name: str) -> bool:
     return value is not None and jnp.shape(value) == ()
 
 
-def model_from_distribution(
+def distribution_model_parts(
     make_distribution: Callable[[Point], Any],
     expectation: AbstractExpectation | None = None,
     *,
     example: PointLike | None = None,
     dim: int | None = None,
-    in_domain: Callable[[Point], Scalar] | None = None,
     num_nodes: int = 192,
     num_samples: int = 4096,
     key: PRNGKeyArray | None = None,
-):
-    """Implementation of :meth:`StatisticalModel.from_distribution`."""
-    from ._model import StatisticalModel, _BothDomains
+) -> tuple[Callable[[Point, Sample], Scalar], AbstractExpectation, int | None, Any]:
+    """The pieces of :meth:`StatisticalModel.from_distribution`.
 
+    Returns:
+        ``(log_density, expectation, dim, in_domain)``: the model's log-density
+        ``(theta, x) -> log p``, its expectation rule, its dimension (or ``None``) and the
+        domain predicate of the distribution's parameters.
+    """
     if not callable(make_distribution):
         raise TypeError("`make_distribution` must be a callable theta -> distribution.")
     if example is None and expectation is None:
@@ -390,14 +393,11 @@ def model_from_distribution(
                 make_distribution, example, num_nodes=num_nodes, num_samples=num_samples, key=key
             )
     assert expectation is not None
-    domain: Callable[[Point], Scalar] = DistributionDomain(make_distribution)
-    if in_domain is not None:
-        domain = _BothDomains(domain, in_domain)
-    return StatisticalModel(
+    return (
         DistributionLogDensity(make_distribution),
         expectation,
-        dim=dim,
-        in_domain=domain,
+        dim,
+        DistributionDomain(make_distribution),
     )
 
 

@@ -1,4 +1,4 @@
-r"""The shared abstract base of every statistical manifold, and the user-metric manifold.
+r"""The shared abstract base of every statistical manifold.
 
 A statistical manifold is a triple :math:`(M, g, T)`: a Riemannian metric :math:`g` (the Fisher
 metric for a statistical model) and a totally symmetric skewness tensor :math:`T` (the
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal, cast
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _geodesic_methods
 from ._custom_types import (
     Array,
     ArrayLike,
@@ -34,18 +35,12 @@ from ._misc import (
     as_point,
     check_alpha,
     check_domain,
-    check_metric,
-    finite_and_in_domain,
+    is_static_value,
     safe_sqrt,
     solve_metric,
 )
-from ._results import RESULTS
-from .geometry import _curvature, _geodesic
+from .geometry import _curvature
 from .geometry._geodesic import GeodesicSolver, LogMapSolution
-
-if TYPE_CHECKING:
-    from ._family import AbstractExponentialFamily
-
 
 Method = Literal["auto", "closed_form", "numerical"]
 _METHODS = ("auto", "closed_form", "numerical")
@@ -264,24 +259,15 @@ class AbstractStatisticalManifold(eqx.Module):
         Generic route: with one linearization of the metric,
         :math:`\Gamma_{ij,l}u^iw^j = \frac12[(D_u g)w + (D_w g)u - \nabla(u^\top g w)]_l
         - \frac{\alpha}{2}T(u, w, \cdot)_l`, then one Cholesky solve. Exponential families
-        use :math:`\frac{1-\alpha}{2}g^{-1}D_uD_w\nabla A` (two JVPs of :math:`\nabla A`).
+        override it with :math:`\frac{1-\alpha}{2}g^{-1}D_uD_w\nabla A` (two JVPs of
+        :math:`\nabla A`).
         """
-        family = _as_exponential_family(self)
-        if family is not None:
-            grad_a = jax.grad(family._raw_log_partition)
-
-            def along_w(th):
-                return jax.jvp(grad_a, (th,), (w,))[1]
-
-            t_uw = jax.jvp(along_w, (theta,), (u,))[1]
-            g = jax.hessian(family._raw_log_partition)(theta)
-            return 0.5 * (1.0 - jnp.asarray(alpha, theta.dtype)) * solve_metric(g, t_uw)
         g, d_metric = jax.linearize(self.metric, theta)
         dg_u = d_metric(u)
         dg_w = dg_u if w is u else d_metric(w)
         (grad_uw,) = jax.linear_transpose(d_metric, theta)(jnp.outer(u, w))
         first = 0.5 * (dg_u @ w + dg_w @ u - grad_uw)
-        if self._has_skewness() and not _is_static_value(alpha, 0.0):
+        if self._has_skewness() and not is_static_value(alpha, 0.0):
             skew = self.skewness_tensor(theta)
             first = first - 0.5 * alpha * jnp.einsum("ijk,i,j->k", skew, u, w)
         return solve_metric(g, first)
@@ -294,9 +280,8 @@ class AbstractStatisticalManifold(eqx.Module):
         Levi-Civita guess: the coordinate segment reparameterized to constant metric speed,
         :math:`\dot x(t) = \Delta L / \|\Delta\|_{g(\theta_0 + t\Delta)}`, with
         :math:`\Delta = \theta_1 - \theta_0` and L the metric length of the segment (8-node
-        Gauss-Legendre). For an exponential family it is blended, linearly in alpha, into the
-        e-geodesic velocity (:math:`\Delta`, exact at alpha = +1) and the m-geodesic direction
-        (:math:`g^{-1}(\eta_1 - \eta_0)`, exact at alpha = -1 at :math:`\theta_0`).
+        Gauss-Legendre). Manifolds with flat connections override it (an exponential family
+        blends in its e- and m-geodesic velocities).
         Also returns the metrics at the points :math:`\theta_0 + t\Delta`, t in times (shape
         ``(times, dim, dim)``), so that the solver need not evaluate them again.
         """
@@ -312,14 +297,6 @@ class AbstractStatisticalManifold(eqx.Module):
         length = jnp.asarray(0.5 * weights, theta_0.dtype) @ speeds[:8]
         tiny = jnp.finfo(theta_0.dtype).tiny
         velocities = delta * (length / jnp.maximum(speeds[8:], tiny))[:, None]
-        family = _as_exponential_family(self)
-        if family is not None and not _is_static_value(alpha, 0.0):
-            grad_a = jax.grad(family._raw_log_partition)
-            d_eta = grad_a(theta_1) - grad_a(theta_0)
-            m_dir = jax.vmap(lambda g: solve_metric(g, d_eta))(metrics[8:])
-            a = jnp.clip(jnp.asarray(alpha, theta_0.dtype), -1.0, 1.0)
-            w_e, w_m = jnp.maximum(a, 0.0), jnp.maximum(-a, 0.0)
-            velocities = (1.0 - w_e - w_m) * velocities + w_e * delta + w_m * m_dir
         return velocities, metrics[8:]
 
     def _check_tangent(self, theta: Point, v: Tangent, name: str) -> Tangent:
@@ -381,7 +358,8 @@ class AbstractStatisticalManifold(eqx.Module):
         alpha = check_alpha(alpha)
         theta = self.check_point(theta)
         v = self._check_tangent(theta, v, "v")
-        return _exp_map_impl(self, alpha, theta, v, _settings(solver, theta), throw)
+        cfg = _geodesic_methods.settings(solver, theta)
+        return _geodesic_methods.exp_map(self, alpha, theta, v, cfg, throw)
 
     def geodesic(
         self,
@@ -430,17 +408,10 @@ class AbstractStatisticalManifold(eqx.Module):
         t_arr = jnp.asarray(t, theta.dtype)
         if t_arr.ndim > 1:
             raise ValueError(f"`t` must be a scalar or a 1-D array of times, got {t_arr.shape}.")
-        nonnegative = _concretely_nonnegative(t)
-        out = _geodesic_impl(
-            self,
-            alpha,
-            theta,
-            v,
-            jnp.atleast_1d(t_arr),
-            _settings(solver, theta),
-            throw,
-            nonnegative,
-        )
+        nonnegative = _geodesic_methods.concretely_nonnegative(t)
+        cfg = _geodesic_methods.settings(solver, theta)
+        ts = jnp.atleast_1d(t_arr)
+        out = _geodesic_methods.geodesic(self, alpha, theta, v, ts, cfg, throw, nonnegative)
         return out[0] if t_arr.ndim == 0 else out
 
     def solve_log_map(
@@ -491,7 +462,8 @@ class AbstractStatisticalManifold(eqx.Module):
         """
         alpha = check_alpha(alpha)
         theta_0, theta_1 = self._check_pair(theta_0, theta_1)
-        return _solve_log_map_impl(self, alpha, theta_0, theta_1, _settings(solver, theta_0))
+        cfg = _geodesic_methods.settings(solver, theta_0)
+        return _geodesic_methods.solve_log_map(self, alpha, theta_0, theta_1, cfg)
 
     def log_map(
         self,
@@ -536,7 +508,8 @@ class AbstractStatisticalManifold(eqx.Module):
         """
         alpha = check_alpha(alpha)
         theta_0, theta_1 = self._check_pair(theta_0, theta_1)
-        return _log_map_impl(self, alpha, theta_0, theta_1, _settings(solver, theta_0), throw)
+        cfg = _geodesic_methods.settings(solver, theta_0)
+        return _geodesic_methods.log_map(self, alpha, theta_0, theta_1, cfg, throw)
 
     def geodesic_distance(
         self,
@@ -600,12 +573,47 @@ class AbstractStatisticalManifold(eqx.Module):
                 return closed
             if method == "closed_form":
                 raise no_closed_form(self, "geodesic distance")
-        return _distance_impl(self, theta_0, theta_1, _settings(solver, theta_0), throw)
+        cfg = _geodesic_methods.settings(solver, theta_0)
+        return _geodesic_methods.distance(self, theta_0, theta_1, cfg, throw)
 
     def _geodesic_distance_closed_form(self, theta_0: Point, theta_1: Point) -> Scalar:
         """Closed-form Fisher-Rao distance of checked points, or ``NotImplemented`` (default).
 
         Override in families with a closed form; :meth:`geodesic_distance` dispatches to it.
+        """
+        return NotImplemented
+
+    # Closed forms of the geodesic methods: ``NotImplemented`` (the default) means "solve the
+    # ODE". They receive checked points and a checked alpha (a Python number stays static, so an
+    # override may key on its value); a manifold with flat connections overrides them.
+    def _exp_map_closed_form(
+        self, theta: Point, v: Tangent, alpha: ScalarLike, throw: bool
+    ) -> Point:
+        """Closed-form :meth:`exp_map`, or ``NotImplemented`` (default)."""
+        return NotImplemented
+
+    def _geodesic_closed_form(
+        self, theta: Point, v: Tangent, ts: Array, alpha: ScalarLike, throw: bool
+    ) -> Array:
+        """Closed-form :meth:`geodesic` at the 1-D times ``ts``, or ``NotImplemented``."""
+        return NotImplemented
+
+    def _log_map_closed_form(
+        self, theta_0: Point, theta_1: Point, alpha: ScalarLike
+    ) -> tuple[Tangent, Tangent]:
+        """Closed-form velocities at both ends of the geodesic, or ``NotImplemented``."""
+        return NotImplemented
+
+    def _transport_closed_form(
+        self,
+        theta: Point,
+        w: Tangent,
+        end_point: Callable[[], Point],
+        transport_alpha: ScalarLike,
+    ) -> Tangent:
+        """Closed-form :meth:`parallel_transport` of ``w``, or ``NotImplemented``.
+
+        ``end_point()`` gives the end of the curve (computed only if called).
         """
         return NotImplemented
 
@@ -680,8 +688,9 @@ class AbstractStatisticalManifold(eqx.Module):
         else:
             end = None
             v = self._check_tangent(theta, cast(Tangent, v), "v")
-        return _transport_impl(
-            self, alpha, transport_alpha, theta, v, w, end, _settings(solver, theta), throw
+        cfg = _geodesic_methods.settings(solver, theta)
+        return _geodesic_methods.transport(
+            self, alpha, transport_alpha, theta, v, w, end, cfg, throw
         )
 
     def _check_pair(self, theta_0: PointLike, theta_1: PointLike) -> tuple[Point, Point]:
@@ -689,252 +698,3 @@ class AbstractStatisticalManifold(eqx.Module):
         theta_1 = self.check_point(as_point(theta_1, theta_0.shape[0], "theta_1"))
         dtype = jnp.result_type(theta_0.dtype, theta_1.dtype)
         return theta_0.astype(dtype), theta_1.astype(dtype)
-
-
-class StatisticalManifold(AbstractStatisticalManifold):
-    r"""A statistical manifold from a user's metric (and optional skewness) function.
-
-    Args:
-        metric: ``metric(theta) -> (dim, dim)`` symmetric positive-definite matrix.
-        skewness: optional ``skewness(theta) -> (dim, dim, dim)`` totally symmetric tensor;
-            ``None`` means zero, i.e. a plain Riemannian manifold on which every
-            alpha-connection is the Levi-Civita connection.
-        dim: optional static dimension, used for shape checks.
-        in_domain: optional ``in_domain(theta) -> bool`` predicate for the coordinate domain.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> # The hyperbolic half-plane (Poincare metric), curvature -1 / scalar curvature -2.
-        >>> half_plane = StatisticalManifold(lambda th: jnp.eye(2) / th[1] ** 2)
-        >>> round(float(half_plane.scalar_curvature(jnp.array([0.0, 2.0]))), 4)
-        -2.0
-    """
-
-    metric_fn: Callable[[Point], Metric]
-    skewness_fn: Callable[[Point], Tensor3] | None = None
-    static_dim: int | None = eqx.field(static=True, default=None)
-    in_domain_fn: Callable[[Point], Scalar] | None = None
-
-    def __init__(
-        self,
-        metric: Callable[[Point], Metric],
-        skewness: Callable[[Point], Tensor3] | None = None,
-        *,
-        dim: int | None = None,
-        in_domain: Callable[[Point], Scalar] | None = None,
-    ):
-        if not callable(metric):
-            raise TypeError("`metric` must be a callable theta -> (dim, dim) array.")
-        if skewness is not None and not callable(skewness):
-            raise TypeError("`skewness` must be None or a callable theta -> (dim, dim, dim).")
-        self.metric_fn = metric
-        self.skewness_fn = skewness
-        self.static_dim = dim
-        self.in_domain_fn = in_domain
-
-    @property
-    def dim(self) -> int | None:
-        return self.static_dim
-
-    def in_domain(self, theta: Point) -> Scalar:
-        return finite_and_in_domain(theta, self.in_domain_fn)
-
-    def metric(self, theta: PointLike) -> Metric:
-        r"""The user's metric at ``theta``, shape ``(dim, dim)``.
-
-        Checked at every evaluation (eagerly and under ``jit``): it must be finite, symmetric
-        (to within :math:`\sqrt{\epsilon}\max|g|`) and positive definite, otherwise an
-        ``equinox.EquinoxRuntimeError`` names the failing condition; every derived quantity
-        (curvature, geodesics, norms) goes through this check.
-
-        Raises:
-            ValueError: if ``metric(theta)`` does not have shape ``(dim, dim)``.
-            TypeError: if it is complex.
-            RuntimeError: if it is not finite, not symmetric or not positive definite.
-        """
-        theta = self.check_point(theta)
-        g = jnp.asarray(self.metric_fn(theta))
-        d = theta.shape[0]
-        if g.shape != (d, d):
-            raise ValueError(f"`metric(theta)` must have shape ({d}, {d}), got {g.shape}.")
-        if jnp.issubdtype(g.dtype, jnp.complexfloating):
-            raise TypeError(f"`metric(theta)` must be real, got dtype {g.dtype}.")
-        if not jnp.issubdtype(g.dtype, jnp.inexact):
-            g = g.astype(theta.dtype)
-        return check_metric(g, "`metric(theta)`")
-
-    def skewness_tensor(self, theta: PointLike) -> Tensor3:
-        """The user's skewness tensor at ``theta`` (zero when none was given)."""
-        if self.skewness_fn is None:
-            return super().skewness_tensor(theta)
-        theta = self.check_point(theta)
-        t = jnp.asarray(self.skewness_fn(theta))
-        d = theta.shape[0]
-        if t.shape != (d, d, d):
-            raise ValueError(f"`skewness(theta)` must have shape ({d}, {d}, {d}), got {t.shape}.")
-        return t
-
-    def _has_skewness(self) -> bool:
-        return self.skewness_fn is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# Implementations of the geodesic methods (jitted once per manifold, alpha and settings)
-# ---------------------------------------------------------------------------------------------
-def _as_exponential_family(space: AbstractStatisticalManifold) -> AbstractExponentialFamily | None:
-    """``space`` if it is an exponential family in natural coordinates, else ``None``."""
-    from ._family import AbstractExponentialFamily
-
-    return space if isinstance(space, AbstractExponentialFamily) else None
-
-
-def _is_static_value(alpha: ScalarLike, value: float) -> bool:
-    """Whether ``alpha`` is a Python (or NumPy) number equal to ``value``.
-
-    JAX arrays never count as static, so passing ``jnp.asarray(alpha)`` forces the general
-    (ODE) route even where a closed form exists.
-    """
-    if isinstance(alpha, (bool, int, float, np.floating, np.integer)):
-        return float(alpha) == value
-    return False
-
-
-def _concretely_nonnegative(t) -> bool:
-    """Whether ``t`` is known now (not traced) and has no negative entry."""
-    try:
-        return bool(np.all(np.asarray(t) >= 0))
-    except jax.errors.JAXTypeError:
-        return False
-
-
-def _settings(solver: GeodesicSolver | None, theta: Point):
-    if solver is None:
-        solver = GeodesicSolver()
-    elif not isinstance(solver, GeodesicSolver):
-        raise TypeError(
-            f"`solver` must be an infogeo_jax.geometry.GeodesicSolver, got {type(solver).__name__}."
-        )
-    return solver._for(theta.dtype)
-
-
-def _fail(x, ok, throw: bool, message: str):
-    if throw:
-        return eqx.error_if(x, jnp.logical_not(ok), message)
-    return jnp.where(ok, x, jnp.nan)
-
-
-def _m_flat_end(family, theta: Point, v: Tangent, t, throw: bool):
-    """Natural parameters at eta(theta) + t g(theta) v (the m-geodesic), NaN-safe."""
-    eta = jax.grad(family._raw_log_partition)(theta)
-    g = jax.hessian(family._raw_log_partition)(theta)
-    target = eta + t * (g @ v)
-    ok = family.in_mean_domain(target)
-    target = _fail(target, ok, throw, _LEFT_MEAN_DOMAIN)
-    safe = jnp.where(ok, target, eta)
-    x = family.natural_parameters(safe, throw=throw)
-    return jnp.where(ok, x, jnp.nan)
-
-
-_LEFT_DOMAIN = (
-    "exp_map/geodesic: the e-geodesic theta + t v leaves the natural domain of the family "
-    "(the velocity is too large)."
-)
-_LEFT_MEAN_DOMAIN = (
-    "exp_map/geodesic: the m-geodesic eta + t g v leaves the mean domain of the family "
-    "(the velocity is too large)."
-)
-
-
-@eqx.filter_jit
-def _exp_map_impl(space, alpha, theta, v, cfg, throw):
-    family = _as_exponential_family(space)
-    if family is not None and _is_static_value(alpha, 1.0):
-        x = theta + v
-        return _fail(x, space.in_domain(x), throw, _LEFT_DOMAIN)
-    if family is not None and _is_static_value(alpha, -1.0):
-        return _m_flat_end(family, theta, v, 1.0, throw)
-    ts = jnp.ones((1,), theta.dtype)
-    x, _, ok = _geodesic.flow(space, alpha, theta, v, ts, cfg)
-    return _fail(x[0], ok, throw, _ODE_FAILED)
-
-
-_ODE_FAILED = (
-    "exp_map/geodesic: the geodesic ODE solve failed: the geodesic left the domain of the "
-    "manifold, or the solver hit `max_steps` or its minimum step size. Use a shorter "
-    "velocity, or raise `GeodesicSolver(max_steps=...)`; throw=False returns NaN instead."
-)
-
-
-@eqx.filter_jit
-def _geodesic_impl(space, alpha, theta, v, ts, cfg, throw, nonnegative):
-    family = _as_exponential_family(space)
-    if family is not None and _is_static_value(alpha, 1.0):
-        x = theta + ts[:, None] * v
-        return _fail(x, jnp.all(jax.vmap(space.in_domain)(x)), throw, _LEFT_DOMAIN)
-    if family is not None and _is_static_value(alpha, -1.0):
-        return jax.vmap(lambda t: _m_flat_end(family, theta, v, t, throw))(ts)
-    tau = jnp.abs(ts)
-    order = jnp.argsort(tau)
-    inverse = jnp.argsort(order)
-    tau_sorted = tau[order]
-    if nonnegative:
-        x, _, ok = _geodesic.flow(space, alpha, theta, v, tau_sorted, cfg)
-        x = x[inverse]
-    else:
-        both = jnp.stack([v, -v])
-        x_pm, _, ok_pm = jax.vmap(
-            lambda vel: _geodesic.flow(space, alpha, theta, vel, tau_sorted, cfg)
-        )(both)
-        x = jnp.where((ts >= 0)[:, None], x_pm[0][inverse], x_pm[1][inverse])
-        ok = jnp.all(ok_pm)
-    return _fail(x, ok, throw, _ODE_FAILED)
-
-
-@eqx.filter_jit
-def _solve_log_map_impl(space, alpha, theta_0, theta_1, cfg) -> LogMapSolution:
-    family = _as_exponential_family(space)
-    flat = family is not None and (_is_static_value(alpha, 1.0) or _is_static_value(alpha, -1.0))
-    if family is not None and flat:
-        if _is_static_value(alpha, 1.0):
-            v = u = theta_1 - theta_0
-        else:
-            grad_a = jax.grad(family._raw_log_partition)
-            d_eta = grad_a(theta_1) - grad_a(theta_0)
-            v = solve_metric(jax.hessian(family._raw_log_partition)(theta_0), d_eta)
-            u = solve_metric(jax.hessian(family._raw_log_partition)(theta_1), d_eta)
-        return _geodesic.solution_from_status(
-            v, u, jnp.asarray(_geodesic._SUCCESS), jnp.zeros((), v.dtype), jnp.asarray(0)
-        )
-    raw = _geodesic.log_map_core(space, alpha, theta_0, theta_1, cfg)
-    return _geodesic.solution_from_status(*raw[:5])
-
-
-@eqx.filter_jit
-def _log_map_impl(space, alpha, theta_0, theta_1, cfg, throw):
-    sol = _solve_log_map_impl(space, alpha, theta_0, theta_1, cfg)
-    if throw:
-        return sol.result.error_if(sol.velocity, sol.result != RESULTS.successful)
-    return sol.velocity
-
-
-@eqx.filter_jit
-def _distance_impl(space, theta_0, theta_1, cfg, throw):
-    dist, raw = _geodesic.distance_core(space, theta_0, theta_1, cfg)
-    if throw:
-        sol = _geodesic.solution_from_status(*raw[:5])
-        dist = sol.result.error_if(dist, sol.result != RESULTS.successful)
-    return dist
-
-
-@eqx.filter_jit
-def _transport_impl(space, alpha, transport_alpha, theta, v, w, end, cfg, throw):
-    family = _as_exponential_family(space)
-    if family is not None and _is_static_value(transport_alpha, 1.0):
-        return w
-    if family is not None and _is_static_value(transport_alpha, -1.0):
-        if end is None:
-            end = _exp_map_impl(space, alpha, theta, v, cfg, throw)
-        metric = jax.hessian(family._raw_log_partition)
-        return solve_metric(metric(end), metric(theta) @ w)
-    _, w1, ok = _geodesic.transport(space, alpha, transport_alpha, theta, v, w, cfg)
-    return _fail(w1, ok, throw, _ODE_FAILED.replace("exp_map/geodesic", "parallel_transport"))

@@ -66,6 +66,24 @@ def check_alpha(alpha, name: str = "alpha"):
     return alpha
 
 
+def is_static_value(alpha, value: float) -> bool:
+    """Whether ``alpha`` is a Python (or NumPy) number equal to ``value``.
+
+    JAX arrays never count as static, so passing ``jnp.asarray(alpha)`` forces the general
+    (ODE) route even where a closed form exists.
+    """
+    if isinstance(alpha, (bool, int, float, np.floating, np.integer)):
+        return float(alpha) == value
+    return False
+
+
+def fail_or_nan(x: Array, ok: BoolScalar, throw: bool, message: str) -> Array:
+    """``x`` where ``ok``; otherwise raise ``message`` (``throw``, also under ``jit``) or NaN."""
+    if throw:
+        return eqx.error_if(x, jnp.logical_not(ok), message)
+    return jnp.where(ok, x, jnp.nan)
+
+
 def check_domain(theta: Point, ok: BoolScalar, message: str) -> Point:
     """Raise (eagerly and under ``jit``) when ``ok`` is false; returns ``theta`` unchanged."""
     return eqx.error_if(theta, jnp.logical_not(ok), message)

@@ -34,6 +34,7 @@ from ._custom_types import (
     Scalar,
     ScalarLike,
 )
+from ._distributions import distribution_model_parts
 from ._expectation import AbstractExpectation, AbstractQuadratureRule, _scalar_log_density
 from ._manifold import AbstractStatisticalManifold
 from ._misc import as_point, finite_and_in_domain, inverse_metric, safe_sqrt
@@ -241,18 +242,18 @@ class StatisticalModel(AbstractStatisticalManifold):
             ...                   jnp.diag(jnp.array([0.25, 0.5])), rtol=1e-5, atol=1e-6))
             True
         """
-        from ._distributions import model_from_distribution
-
-        return model_from_distribution(
+        log_density, expectation, dim, domain = distribution_model_parts(
             make_distribution,
             expectation,
             example=example,
             dim=dim,
-            in_domain=in_domain,
             num_nodes=num_nodes,
             num_samples=num_samples,
             key=key,
         )
+        if in_domain is not None:
+            domain = _BothDomains(domain, in_domain)
+        return cls(log_density, expectation, dim=dim, in_domain=domain)
 
     # ------------------------------------------------------------------ basic pieces
     @property

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import Array, Float, PointLike
-from ._manifold import AbstractStatisticalManifold, _settings
+from ._geodesic_methods import settings as _settings
+from ._manifold import AbstractStatisticalManifold
 from ._results import RESULTS
 from .geometry import _geodesic
 from .geometry._geodesic import GeodesicSolver
