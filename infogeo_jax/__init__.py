@@ -8,10 +8,8 @@ mirror-descent optimizers as optax transformations.
 # --- core -----------------------------------------------------------------------------------------
 from . import families as families, geometry as geometry
 from ._divergence import bregman_divergence as bregman_divergence
-from ._family import (
-    AbstractExponentialFamily as AbstractExponentialFamily,
-    ExponentialFamily as ExponentialFamily,
-)
+from ._family import AbstractExponentialFamily as AbstractExponentialFamily
+from ._generic_family import ExponentialFamily as ExponentialFamily
 from ._manifold import AbstractStatisticalManifold as AbstractStatisticalManifold
 from ._metric_manifold import StatisticalManifold as StatisticalManifold
 from ._pairwise import pairwise_distances as pairwise_distances

@@ -32,12 +32,8 @@ import jax.numpy as jnp
 from jaxtyping import Int
 
 from ._custom_types import Array, Float, PRNGKeyArray, Sample, Scalar
-from ._family import (
-    AbstractExponentialFamily,
-    _default_tolerance,
-    _degenerate_message,
-    check_finite_data,
-)
+from ._family import AbstractExponentialFamily, _default_tolerance
+from ._fitting import check_finite_data, degenerate_message
 from ._results import RESULTS
 
 
@@ -466,12 +462,12 @@ def init_mixture(
     name = type(component).__name__
     if closed is not None:
         theta, ok = closed
-        theta = eqx.error_if(theta, ~jnp.all(ok), _degenerate_message(name))
+        theta = eqx.error_if(theta, ~jnp.all(ok), degenerate_message(name))
     else:
         shift = jax.lax.stop_gradient(stat[0])
         eta = shift + (weighted.T @ (stat - shift)) / mass[:, None]
         eta = eqx.error_if(
-            eta, ~jnp.all(jax.vmap(component.in_mean_domain)(eta)), _degenerate_message(name)
+            eta, ~jnp.all(jax.vmap(component.in_mean_domain)(eta)), degenerate_message(name)
         )
         theta = jax.vmap(component.natural_parameters)(eta)
     return mass / jnp.sum(mass), theta

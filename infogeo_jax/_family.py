@@ -29,14 +29,12 @@ converge) use ``equinox.error_if``: eagerly and under ``equinox.filter_jit`` the
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._custom_types import (
     Array,
@@ -47,43 +45,30 @@ from ._custom_types import (
     Sample,
     Scalar,
     ScalarLike,
-    Tangent,
     Tensor3,
     Tensor4,
 )
-from ._manifold import AbstractStatisticalManifold, Method, check_method, no_closed_form
+from ._dually_flat import AbstractDuallyFlatManifold
+from ._fitting import fit_moments
+from ._legendre import legendre_inverse, solver_tolerances
+from ._manifold import Method, check_method, no_closed_form
 from ._misc import (
     as_point,
     bregman_gap,
     check_domain,
-    check_metric,
-    check_real,
     directional_derivatives,
     exprel,
-    fail_or_nan,
-    inverse_metric,
-    is_static_value,
     safe_sqrt,
-    solve_metric,
 )
 from ._reparameterized import ReparameterizedFamily
 from .geometry import _curvature
-
-_LEFT_DOMAIN = (
-    "exp_map/geodesic: the e-geodesic theta + t v leaves the natural domain of the family "
-    "(the velocity is too large)."
-)
-_LEFT_MEAN_DOMAIN = (
-    "exp_map/geodesic: the m-geodesic eta + t g v leaves the mean domain of the family "
-    "(the velocity is too large)."
-)
 
 
 def _default_tolerance(dtype) -> float:
     return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
 
 
-class AbstractExponentialFamily(AbstractStatisticalManifold):
+class AbstractExponentialFamily(AbstractDuallyFlatManifold):
     r"""Abstract base of exponential families, defined by the log-partition :math:`A(\theta)`.
 
     Subclasses implement :meth:`log_partition`; :meth:`sufficient_statistic`,
@@ -420,10 +405,10 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
             theta0 = as_point(initial_theta, eta.shape[0], "initial_theta").astype(eta.dtype)
         if not isinstance(max_steps, int) or max_steps < 0:
             raise ValueError(f"`max_steps` must be a non-negative int, got {max_steps!r}.")
-        default_rtol, default_atol = _solver_tolerances(eta.dtype)
+        default_rtol, default_atol = solver_tolerances(eta.dtype)
         rtol = default_rtol if rtol is None else float(rtol)
         atol = default_atol if atol is None else float(atol)
-        return _natural_parameters(self, eta, theta0, max_steps, rtol, atol, bool(throw))
+        return legendre_inverse(self, eta, theta0, max_steps, rtol, atol, bool(throw))
 
     def dual_potential(self, eta: PointLike, **solve_kwargs: Any) -> Scalar:
         r"""Dual potential (negative entropy up to the base measure).
@@ -594,108 +579,6 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         eta_0 = self.mean_parameters(theta_0)
         eta_1 = self.mean_parameters(theta_1)
         return self.natural_parameters((1.0 - t) * eta_0 + t * eta_1, **solve_kwargs)
-
-    # ------------------------------------------------------------------ geodesic hooks
-    def _christoffel_contract(
-        self, theta: Point, u: Tangent, w: Tangent, alpha: ScalarLike
-    ) -> Tangent:
-        r"""Contracted symbols :math:`\frac{1-\alpha}{2}g^{-1}D_uD_w\nabla A` (two JVPs).
-
-        In natural coordinates the e-connection vanishes and the skewness tensor is the third
-        derivative of A, so :math:`\Gamma^{(\alpha)k}_{ij}u^iw^j =
-        \frac{1-\alpha}{2}g^{kl}\partial_i\partial_j\partial_l A\,u^iw^j`.
-        """
-        grad_a = jax.grad(self._raw_log_partition)
-
-        def along_w(th):
-            return jax.jvp(grad_a, (th,), (w,))[1]
-
-        t_uw = jax.jvp(along_w, (theta,), (u,))[1]
-        g = jax.hessian(self._raw_log_partition)(theta)
-        return 0.5 * (1.0 - jnp.asarray(alpha, theta.dtype)) * solve_metric(g, t_uw)
-
-    def _initial_velocities(
-        self, theta_0: Point, theta_1: Point, alpha: ScalarLike, times: Array
-    ) -> tuple[Array, Array]:
-        r"""The Levi-Civita guess blended, linearly in alpha, with the flat velocities.
-
-        The e-geodesic velocity :math:`\Delta = \theta_1 - \theta_0` is exact at alpha = +1 and
-        the m-geodesic direction :math:`g^{-1}(\eta_1 - \eta_0)` at alpha = -1 (at
-        :math:`\theta_0`).
-        """
-        velocities, metrics = super()._initial_velocities(theta_0, theta_1, alpha, times)
-        if is_static_value(alpha, 0.0):
-            return velocities, metrics
-        grad_a = jax.grad(self._raw_log_partition)
-        d_eta = grad_a(theta_1) - grad_a(theta_0)
-        m_dir = jax.vmap(lambda g: solve_metric(g, d_eta))(metrics)
-        a = jnp.clip(jnp.asarray(alpha, theta_0.dtype), -1.0, 1.0)
-        w_e, w_m = jnp.maximum(a, 0.0), jnp.maximum(-a, 0.0)
-        delta = theta_1 - theta_0
-        velocities = (1.0 - w_e - w_m) * velocities + w_e * delta + w_m * m_dir
-        return velocities, metrics
-
-    def _m_flat_end(self, theta: Point, v: Tangent, t: ScalarLike, throw: bool) -> Point:
-        r"""Natural parameters at :math:`\eta(\theta) + t g(\theta) v` (the m-geodesic)."""
-        eta = jax.grad(self._raw_log_partition)(theta)
-        g = jax.hessian(self._raw_log_partition)(theta)
-        target = eta + t * (g @ v)
-        ok = self.in_mean_domain(target)
-        target = fail_or_nan(target, ok, throw, _LEFT_MEAN_DOMAIN)
-        safe = jnp.where(ok, target, eta)
-        x = self.natural_parameters(safe, throw=throw)
-        return jnp.where(ok, x, jnp.nan)
-
-    def _exp_map_closed_form(
-        self, theta: Point, v: Tangent, alpha: ScalarLike, throw: bool
-    ) -> Point:
-        r"""The e-geodesic :math:`\theta + v` (alpha = +1), the m-geodesic (alpha = -1)."""
-        if is_static_value(alpha, 1.0):
-            x = theta + v
-            return fail_or_nan(x, self.in_domain(x), throw, _LEFT_DOMAIN)
-        if is_static_value(alpha, -1.0):
-            return self._m_flat_end(theta, v, 1.0, throw)
-        return NotImplemented
-
-    def _geodesic_closed_form(
-        self, theta: Point, v: Tangent, ts: Array, alpha: ScalarLike, throw: bool
-    ) -> Array:
-        """Straight lines in natural (alpha = +1) or expectation (alpha = -1) parameters."""
-        if is_static_value(alpha, 1.0):
-            x = theta + ts[:, None] * v
-            return fail_or_nan(x, jnp.all(jax.vmap(self.in_domain)(x)), throw, _LEFT_DOMAIN)
-        if is_static_value(alpha, -1.0):
-            return jax.vmap(lambda t: self._m_flat_end(theta, v, t, throw))(ts)
-        return NotImplemented
-
-    def _log_map_closed_form(
-        self, theta_0: Point, theta_1: Point, alpha: ScalarLike
-    ) -> tuple[Tangent, Tangent]:
-        r""":math:`\theta_1 - \theta_0` (alpha = +1); :math:`g^{-1}(\eta_1 - \eta_0)` (-1)."""
-        if is_static_value(alpha, 1.0):
-            v = theta_1 - theta_0
-            return v, v
-        if is_static_value(alpha, -1.0):
-            grad_a = jax.grad(self._raw_log_partition)
-            hess_a = jax.hessian(self._raw_log_partition)
-            d_eta = grad_a(theta_1) - grad_a(theta_0)
-            return solve_metric(hess_a(theta_0), d_eta), solve_metric(hess_a(theta_1), d_eta)
-        return NotImplemented
-
-    def _transport_closed_form(
-        self,
-        theta: Point,
-        w: Tangent,
-        end_point: Callable[[], Point],
-        transport_alpha: ScalarLike,
-    ) -> Tangent:
-        r"""e-transport :math:`W(1) = w`; m-transport :math:`g(x(1))^{-1}g(\theta)w`."""
-        if is_static_value(transport_alpha, 1.0):
-            return w
-        if is_static_value(transport_alpha, -1.0):
-            metric = jax.hessian(self._raw_log_partition)
-            return solve_metric(metric(end_point()), metric(theta) @ w)
-        return NotImplemented
 
     # ------------------------------------------------------------------ divergences
     def kl_divergence(self, p: PointLike, q: PointLike) -> Scalar:
@@ -1036,421 +919,9 @@ class AbstractExponentialFamily(AbstractStatisticalManifold):
         )
 
 
-def check_finite_data(data: Any) -> Any:
-    """Raise (eagerly and under ``jit``) if a leaf of ``data`` holds NaN or inf."""
-    leaves = jax.tree_util.tree_leaves(data)
-    for leaf in leaves:
-        check_real(leaf, "data")
-    bad = jnp.zeros((), bool)
-    for leaf in leaves:
-        leaf = jnp.asarray(leaf)
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-            bad = bad | ~jnp.all(jnp.isfinite(leaf))
-    return eqx.error_if(
-        data, bad, "The data contain NaN or inf values; remove or impute them before fitting."
-    )
-
-
-def shifted_mean(stats: Array, weights: Array | None) -> Array:
-    """Weighted mean of ``stats`` over the leading axis, accumulated around the first row."""
-    shift = jax.lax.stop_gradient(stats[0])
-    centered = stats - shift
-    if weights is None:
-        return shift + jnp.mean(centered, axis=0)
-    return shift + weights @ centered
-
-
-def _degenerate_message(name: str) -> str:
-    return (
-        f"The data are degenerate for {name}: no member matches their moments (e.g. constant "
-        "data, or data only on the boundary of the support such as all-zero Bernoulli data), "
-        "so the maximum-likelihood estimate / m-projection does not exist."
-    )
-
-
-def fit_moments(family, data: Any, weights: Array | None, solve_kwargs: dict) -> Point:
-    """Natural parameters matching the (weighted) moments of samples, or a clear error.
-
-    ``weights`` are non-negative and sum to one (``None``: uniform).
-    """
-    name = type(family).__name__
-    if isinstance(data, list):
-        data = jnp.asarray(data)
-    leaves = jax.tree_util.tree_leaves(data)
-    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) > 0 else None for leaf in leaves}
-    if not leaves or None in sizes or len(sizes) != 1 or 0 in sizes:
-        raise ValueError(
-            "`data` must hold at least one sample stacked along a leading axis (shape "
-            f"(n, ...), n >= 1), got {jax.tree_util.tree_map(jnp.shape, data)}."
-        )
-    data = check_finite_data(data)
-    n = int(cast(int, sizes.pop()))
-    if isinstance(data, jax.Array | np.ndarray):
-        w = (
-            jnp.full((n,), 1.0 / n, jnp.result_type(data.dtype, float))
-            if weights is None
-            else weights
-        )
-        closed = family._closed_form_fit(jnp.asarray(data), w)
-        if closed is not None:
-            theta, ok = closed
-            return eqx.error_if(theta, ~ok, _degenerate_message(name))
-    stats = jax.vmap(family.sufficient_statistic)(data)
-    if stats.ndim != 2 or (family.dim is not None and stats.shape[1] != family.dim):
-        raise ValueError(
-            f"`sufficient_statistic` gave shape {stats.shape[1:]} per sample, expected "
-            f"({family.dim},)."
-        )
-    eta = shifted_mean(stats, weights)
-    eta = eqx.error_if(eta, ~family.in_mean_domain(eta), _degenerate_message(name))
-    return family.natural_parameters(eta, **solve_kwargs)
-
-
 def _as_scalar(x: ScalarLike, dtype, name: str) -> Scalar:
     """A scalar array of ``dtype``; ``ValueError`` (at trace time) for any other shape."""
     x = jnp.asarray(x)
     if x.ndim != 0:
         raise ValueError(f"`{name}` must be a scalar, got shape {x.shape}; use jax.vmap to batch.")
     return x.astype(dtype)
-
-
-def _solver_tolerances(dtype) -> tuple[float, float]:
-    """Default (rtol, atol) of the Newton inverse of grad A."""
-    if jnp.finfo(dtype).bits >= 64:
-        return 1e-13, 1e-10
-    return 1e-5, 1e-5
-
-
-@eqx.filter_jit
-def _natural_parameters(family, eta, theta0, max_steps, rtol, atol, throw):
-    """Validation, Newton solve and convergence check, compiled once per family and settings."""
-    name = type(family).__name__
-    eta = check_domain(
-        eta, family.in_mean_domain(eta), f"eta is outside the mean domain of {name}."
-    )
-    if theta0 is None:
-        theta0 = _search_start(family, eta, family._initial_natural_parameters(eta))
-        where = "no point of the start search is inside the domain"
-    else:
-        where = "it is the given `initial_theta`"
-    theta0 = jnp.asarray(theta0, eta.dtype)
-    theta0 = eqx.error_if(
-        theta0,
-        jnp.logical_not(family.in_domain(theta0)),
-        f"natural_parameters: the Newton starting point is outside the natural domain of {name} "
-        f"({where}); pass `initial_theta=` (a point inside the domain).",
-    )
-    # Closure-convert A and the domain test: arrays they close over (including tracers of an
-    # outer jax.grad) become explicit inputs, so the implicit-function JVP sees them.
-    functions = (
-        eqx.filter_closure_convert(family._raw_log_partition, theta0),
-        eqx.filter_closure_convert(family.in_domain, theta0),
-    )
-    dynamic, static = eqx.partition(functions, eqx.is_inexact_array)
-    theta = _legendre_inverse(static, max_steps, rtol, atol, dynamic, eta, theta0)
-    if throw:
-        raw_a = functions[0]
-        converged = _newton_state(raw_a, eta, theta, rtol, atol)[-1]
-        converged = jnp.logical_and(converged, family.in_domain(theta))
-        theta = eqx.error_if(
-            theta,
-            jnp.logical_not(converged),
-            f"natural_parameters: the Newton inverse of grad A for {name} did not converge; eta "
-            "may be outside (or on the boundary of) the mean domain. Pass `initial_theta`, "
-            "raise `max_steps`, or use throw=False to inspect the iterate.",
-        )
-    return theta
-
-
-def _search_start(family, eta: Point, default: Point) -> Point:
-    r"""A Newton starting point inside the natural domain, found from A alone.
-
-    ``default`` (the family's own start, zeros for a bare log-partition) is kept when it is in
-    the domain. Otherwise a fixed stencil of probes around it and around zero is tried,
-    :math:`\pm s e_i` and :math:`\pm s \mathbf 1` for :math:`s \in \{1/2, 1, 2, 8\}` (the
-    domains of the usual families, e.g. :math:`\theta_2 < 0` for the normal, contain some of
-    them), and the probe inside the domain with the smallest objective
-    :math:`A(\theta) - \langle\theta, \eta\rangle` is returned (the default if none is
-    inside: the caller then raises).
-    """
-    d = eta.shape[0]
-    eye = np.eye(d)
-    directions = np.concatenate([eye, -eye, np.ones((1, d)), -np.ones((1, d))])
-    scales = np.array([0.5, 1.0, 2.0, 8.0])
-    probes = jnp.asarray((scales[:, None, None] * directions[None]).reshape(-1, d), eta.dtype)
-    centers = jnp.stack([jnp.where(jnp.isfinite(default), default, 0.0), jnp.zeros_like(eta)])
-    probes = jnp.concatenate([centers, (centers[:, None, :] + probes[None]).reshape(-1, d)])
-
-    def objective(theta):
-        value = family._raw_log_partition(theta) - theta @ eta
-        ok = family.in_domain(theta) & jnp.isfinite(value)
-        return jnp.where(ok, value, jnp.inf)
-
-    values = jax.vmap(objective)(jax.lax.stop_gradient(probes))
-    best = probes[jnp.argmin(values)]
-    found = jnp.isfinite(jnp.min(values))
-    keep = family.in_domain(default)
-    return jnp.where(keep | ~found, default, best)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _legendre_inverse(static, max_steps, rtol, atol, dynamic, eta, theta0):
-    raw_a, in_domain = eqx.combine(dynamic, static)
-    return _damped_newton(raw_a, in_domain, eta, theta0, max_steps, rtol, atol)
-
-
-@_legendre_inverse.defjvp
-def _legendre_inverse_jvp(static, max_steps, rtol, atol, primals, tangents):
-    dynamic, eta, theta0 = primals
-    d_dynamic, d_eta, _ = tangents  # the solution does not depend on the starting point
-    theta = _legendre_inverse(static, max_steps, rtol, atol, dynamic, eta, theta0)
-
-    def grad_a(dyn, th):
-        return jax.grad(eqx.combine(dyn, static)[0])(th)
-
-    # Implicit function theorem on grad A(theta; dynamic) = eta. Every operation below is
-    # differentiable again (theta goes back through this rule), so all orders work.
-    _, d_grad = jax.jvp(lambda dyn: grad_a(dyn, theta), (dynamic,), (d_dynamic,))
-    hess = jax.jacfwd(lambda th: grad_a(dynamic, th))(theta)
-    d_theta = solve_metric(hess, d_eta - d_grad)
-    return theta, d_theta
-
-
-def _newton_state(raw_a, eta, theta, rtol, atol):
-    """Residual, Newton step, decrement and convergence flag at ``theta``."""
-    residual = jax.grad(raw_a)(theta) - eta
-    inverse = inverse_metric(jax.hessian(raw_a)(theta))
-    step = -inverse @ residual
-    decrement = jnp.sqrt(jnp.abs(residual @ step))
-    scale = jnp.sqrt(jnp.abs(eta) @ jnp.abs(inverse) @ jnp.abs(eta))
-    converged = jnp.logical_and(jnp.all(jnp.isfinite(step)), decrement <= atol + rtol * scale)
-    return residual, step, decrement, converged
-
-
-def _damped_newton(raw_a, in_domain, eta, theta0, max_steps, rtol, atol):
-    """Newton on f(theta) = A(theta) - <theta, eta> with an Armijo backtracking line search."""
-
-    def objective(theta):
-        value = raw_a(theta) - theta @ eta
-        ok = jnp.logical_and(in_domain(theta), jnp.isfinite(value))
-        return jnp.where(ok, value, jnp.inf)
-
-    def state(theta):
-        residual, step, decrement, converged = _newton_state(raw_a, eta, theta, rtol, atol)
-        finite = jnp.all(jnp.isfinite(step))
-        # Steepest descent if the Hessian solve failed numerically (A not convex there).
-        step = jnp.where(finite, step, -residual)
-        decrement = jnp.where(finite & jnp.isfinite(decrement), decrement, jnp.inf)
-        return step, decrement, converged
-
-    def cond(carry):
-        _, (_, _, done), count, stalled = carry
-        return (count < max_steps) & jnp.logical_not(done) & jnp.logical_not(stalled)
-
-    def body(carry):
-        theta, (direction, decrement, done), count, _ = carry
-        value = objective(theta)
-        slope = -jnp.where(jnp.isfinite(decrement), decrement**2, direction @ direction)
-
-        def armijo(t):
-            return objective(theta + t * direction) <= value + 1e-4 * t * slope
-
-        def ls_cond(ls):
-            t, tries = ls
-            return jnp.logical_and(tries < 50, jnp.logical_not(armijo(t)))
-
-        def ls_body(ls):
-            t, tries = ls
-            return 0.5 * t, tries + 1
-
-        t, _ = jax.lax.while_loop(ls_cond, ls_body, (jnp.ones((), theta.dtype), 0))
-        accepted = armijo(t)
-        # No acceptable step: rounding noise dominates the objective; the polishing below
-        # takes over.
-        new_theta = jnp.where(accepted, theta + t * direction, theta)
-        new_state = state(new_theta)
-        return new_theta, new_state, count + 1, jnp.logical_not(accepted)
-
-    theta0 = jnp.asarray(theta0, eta.dtype)
-    init = (theta0, state(theta0), jnp.asarray(0), jnp.asarray(False))
-    theta, current, _, _ = jax.lax.while_loop(cond, body, init)
-
-    # Undamped polishing steps: Newton converges quadratically, so once the decrement is
-    # small each step squares it, down to rounding level. A step is kept only if it helps.
-    def polish(carry, _):
-        theta, (step, decrement, done) = carry
-        candidate = theta + step
-        new = state(candidate)
-        better = jnp.isfinite(objective(candidate)) & (new[1] < decrement)
-        keep = lambda new_leaf, old_leaf: jnp.where(better, new_leaf, old_leaf)
-        old = (theta, (step, decrement, done))
-        return jax.tree_util.tree_map(keep, (candidate, new), old), None
-
-    (theta, _), _ = jax.lax.scan(polish, (theta, current), None, length=3)
-    return theta
-
-
-class ExponentialFamily(AbstractExponentialFamily):
-    r"""An exponential family given by its log-partition function (and optionally T, h).
-
-    Every quantity of :class:`AbstractExponentialFamily` then comes from ``log_partition`` by
-    automatic differentiation: the Fisher metric (Hessian), the skewness tensor (third
-    derivative), the expectation parameters (gradient), their Newton inverse, the dual
-    potential, the curvature, and the closed-form divergences.
-
-    Args:
-        log_partition: ``A(theta) -> scalar``, convex, smooth on the natural domain. Write it
-            stably (``logsumexp``, ``log1p``, ``gammaln``) and return ``inf``/``nan`` outside the
-            domain (or supply ``in_domain``). It may close over arrays; derivatives with
-            respect to them flow through every method, :meth:`natural_parameters` included.
-        sufficient_statistic: optional ``T(x) -> (dim,)``, for densities, MLE and the model view.
-        log_base_measure: optional ``log h(x) -> scalar`` (default 0 when T is given).
-        in_domain: optional ``in_domain(theta) -> bool`` for the natural domain (default:
-            ``A(theta)`` is finite).
-        dim: optional static dimension, for shape checks (recommended).
-        sampler: optional ``sampler(theta, key, shape) -> samples``.
-        in_mean_domain: optional ``in_mean_domain(eta) -> bool`` for the interior of the mean
-            domain (default: ``eta`` is finite; then an ``eta`` outside the mean domain is
-            reported as a Newton failure, and one on its boundary may not be detected).
-        initial_theta: optional default starting point of :meth:`natural_parameters` (concrete
-            values, inside the natural domain; default: zeros, or when zeros are outside the
-            domain the best point of a fixed stencil of probes around them, see
-            :meth:`natural_parameters`).
-
-    Raises:
-        TypeError: if a function argument is not callable.
-        ValueError: if ``dim`` is not a positive int or ``initial_theta`` has the wrong shape.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> bernoulli = ExponentialFamily(lambda th: jnp.logaddexp(0.0, th[0]), dim=1)
-        >>> float(bernoulli.fisher_information(jnp.array([0.0]))[0, 0])
-        0.25
-    """
-
-    log_partition_fn: Callable[[Point], Scalar]
-    sufficient_statistic_fn: Callable[[Sample], Point] | None = None
-    log_base_measure_fn: Callable[[Sample], Scalar] | None = None
-    in_domain_fn: Callable[[Point], Scalar] | None = None
-    sampler_fn: Callable[..., Array] | None = None
-    in_mean_domain_fn: Callable[[Point], Scalar] | None = None
-    initial_theta: tuple[float, ...] | None = eqx.field(static=True, default=None)
-    static_dim: int | None = eqx.field(static=True, default=None)
-
-    def __init__(
-        self,
-        log_partition: Callable[[Point], Scalar],
-        sufficient_statistic: Callable[[Sample], Point] | None = None,
-        log_base_measure: Callable[[Sample], Scalar] | None = None,
-        in_domain: Callable[[Point], Scalar] | None = None,
-        *,
-        dim: int | None = None,
-        sampler: Callable[..., Array] | None = None,
-        in_mean_domain: Callable[[Point], Scalar] | None = None,
-        initial_theta: PointLike | None = None,
-    ):
-        if not callable(log_partition):
-            raise TypeError(
-                f"`log_partition` must be a callable theta -> scalar, got "
-                f"{type(log_partition).__name__}."
-            )
-        for name, fn in [
-            ("sufficient_statistic", sufficient_statistic),
-            ("log_base_measure", log_base_measure),
-            ("in_domain", in_domain),
-            ("sampler", sampler),
-            ("in_mean_domain", in_mean_domain),
-        ]:
-            if fn is not None and not callable(fn):
-                raise TypeError(f"`{name}` must be callable (or None), got {type(fn).__name__}.")
-        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
-            raise ValueError(f"`dim` must be a positive int or None, got {dim!r}.")
-        self.log_partition_fn = log_partition
-        self.sufficient_statistic_fn = sufficient_statistic
-        self.log_base_measure_fn = log_base_measure
-        self.in_domain_fn = in_domain
-        self.sampler_fn = sampler
-        self.in_mean_domain_fn = in_mean_domain
-        start = None
-        if initial_theta is not None:
-            # Static (a tuple of floats), so that `jax.jit(family.method)` keeps working.
-            start = tuple(float(v) for v in np.asarray(initial_theta).reshape(-1))
-            if dim is not None and len(start) != dim:
-                raise ValueError(f"`initial_theta` must have shape ({dim},), got ({len(start)},).")
-        self.initial_theta = start
-        self.static_dim = dim
-
-    @property
-    def dim(self) -> int | None:
-        return self.static_dim
-
-    def _raw_log_partition(self, theta: Point) -> Scalar:
-        value = jnp.asarray(self.log_partition_fn(theta))
-        if value.shape != ():
-            raise ValueError(
-                f"`log_partition(theta)` must return a scalar, got shape {value.shape}."
-            )
-        return value
-
-    def log_partition(self, theta: PointLike) -> Scalar:
-        r"""The user's log-partition :math:`A(\theta)`."""
-        return self._raw_log_partition(self.check_point(theta))
-
-    def fisher_information(self, theta: PointLike, *, method: Method = "auto") -> Metric:
-        r"""Fisher information :math:`\nabla^2 A(\theta)`, checked to be positive definite.
-
-        A user's log-partition may fail to be strictly convex at ``theta`` (a coordinate A
-        ignores, e.g. a ``theta`` longer than the family when no ``dim`` was given); the
-        Hessian is then singular and every derived quantity would be NaN, so this raises
-        (also under ``jit``) instead.
-
-        Raises:
-            ValueError: if ``theta`` does not have shape ``(dim,)``.
-            RuntimeError: if ``theta`` is outside the natural domain, or the Hessian of A is
-                not finite and positive definite there.
-        """
-        g = super().fisher_information(theta, method=method)
-        hint = (
-            "" if self.dim is not None else " (is theta of the right length? pass `dim=` to check)"
-        )
-        return check_metric(g, f"The Hessian of log_partition{hint}")
-
-    def in_domain(self, theta: Point) -> Scalar:
-        ok = super().in_domain(theta)
-        if self.in_domain_fn is not None:
-            ok = jnp.logical_and(ok, jnp.all(jnp.asarray(self.in_domain_fn(theta))))
-        return ok
-
-    def in_mean_domain(self, eta: Point) -> Scalar:
-        ok = super().in_mean_domain(eta)
-        if self.in_mean_domain_fn is not None:
-            ok = jnp.logical_and(ok, jnp.all(jnp.asarray(self.in_mean_domain_fn(eta))))
-        return ok
-
-    def _initial_natural_parameters(self, eta: Point) -> Point:
-        if self.initial_theta is None:
-            return super()._initial_natural_parameters(eta)
-        theta0 = jnp.asarray(self.initial_theta, eta.dtype)
-        if theta0.shape != eta.shape:
-            raise ValueError(
-                f"The family's `initial_theta` has shape {theta0.shape}, but eta has shape "
-                f"{eta.shape}."
-            )
-        return theta0
-
-    def sufficient_statistic(self, x: Sample) -> Point:
-        if self.sufficient_statistic_fn is None:
-            return super().sufficient_statistic(x)
-        return jnp.atleast_1d(jnp.asarray(self.sufficient_statistic_fn(x)))
-
-    def log_base_measure(self, x: Sample) -> Scalar:
-        if self.log_base_measure_fn is None:
-            if self.sufficient_statistic_fn is None:
-                return super().log_base_measure(x)
-            return jnp.zeros(())
-        return jnp.asarray(self.log_base_measure_fn(x))
-
-    def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
-        if self.sampler_fn is None:
-            return super().sample(theta, key, shape)
-        return self.sampler_fn(self.check_point(theta), key, shape)
