@@ -169,7 +169,7 @@ def test_beta_hard_pair_exp_log_and_symmetry():
     forward = beta_solve(a, b)
     backward = beta_solve(b, a)
     assert forward.result == RESULTS.successful and backward.result == RESULTS.successful
-    # exp(log) returns the target (the issue asks for 1e-8).
+    # exp(log) returns the target to 1e-8.
     np.testing.assert_allclose(beta_exp(a, forward.velocity), b, **TOL)
     np.testing.assert_allclose(beta_exp(b, backward.velocity), a, **TOL)
     # The reversed geodesic: its initial velocity is minus the forward end velocity.
