@@ -6,9 +6,10 @@
    (its scalar curvature of Dirichlet(3) and Dirichlet(10) takes minutes on 1000 points, so it is
    timed on the first 200 and 10 of them and scaled linearly; the table says how many).
 2. Fisher-Rao distances of Beta and Dirichlet(3) pairs, including the hard pairs of the
-   geodesic tests, ours (multiple shooting with diffrax, float64) against geomstats' ``metric.dist`` (a
-   collocation BVP with scipy), with the error of each against a reference solve made with a
-   different integrator (Tsit5), tighter tolerances and more shooting segments.
+   geodesic tests, ours (multiple shooting with diffrax, float64) against geomstats'
+   ``metric.dist`` (a collocation BVP with scipy), with the error of each against a reference
+   solve made with a different integrator (Tsit5), tighter tolerances and more shooting
+   segments.
 3. Compile times, reported separately (compile + first call, fresh jitted functions).
 4. Batched distances: random Beta pairs (log-normal parameters) in batches of 1, 64 and 1024
    (1, 16, 64 with ``--quick``): ``jax.jit(jax.vmap(Beta().geodesic_distance))`` against a
