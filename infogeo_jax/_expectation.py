@@ -153,6 +153,14 @@ class AbstractExpectation(eqx.Module):
             A pytree like ``fn(x)``.
         """
 
+    def _tail_share(self, fn, theta: Point, log_density: LogDensity) -> Array:
+        """How much of ``E[fn]`` the rule's outermost nodes carry (0 to 1); zero by default.
+
+        A rule with a truncated grid overrides it, so that a diverging moment is caught.
+        """
+        del fn, log_density
+        return jnp.zeros((), _float_dtype(theta))
+
 
 class AbstractQuadratureRule(AbstractExpectation):
     r"""Abstract base of deterministic rules: nodes :math:`x_k` and base weights :math:`c_k`.
@@ -484,27 +492,24 @@ class Quadrature(AbstractQuadratureRule):
         x = jnp.where(valid, x, x_ref)
         return x, log_c, valid
 
+    def _tail_share(self, fn, theta: Point, log_density: LogDensity) -> Array:
+        r"""Share of :math:`E[\mathrm{fn}]` carried by the outermost nodes of a :class:`Quadrature`.
 
-def tail_share(rule: AbstractExpectation, fn, theta: Point, log_density: LogDensity) -> Array:
-    r"""Share of :math:`E[\mathrm{fn}]` carried by the outermost nodes of a :class:`Quadrature`.
-
-    The double-exponential terms :math:`c_k p(x_k) f(x_k)` of a convergent integral decay
-    towards both ends of the grid; a moment that diverges (or converges too slowly to be
-    resolved within the rule's range) keeps terms of the size of the sum there. Returns the
-    largest ratio, over the components of ``fn`` (a 1-D array), of the three outermost terms at
-    either end to the sum of the absolute terms; zero for other rules.
-    """
-    if not isinstance(rule, Quadrature):
-        return jnp.zeros((), _float_dtype(theta))
-    x, w, _, _ = rule._weights(theta, log_density)
-    values = jnp.reshape(jax.vmap(fn)(x), (x.shape[0], -1))
-    positive = (w > 0)[:, None]
-    terms = jnp.where(positive, jnp.abs(w[:, None] * values), 0.0)
-    terms = jnp.where(jnp.isfinite(terms), terms, 0.0)
-    total = jnp.sum(terms, axis=0)
-    ends = jnp.concatenate([terms[:3], terms[-3:]], axis=0)
-    share = jnp.max(ends, axis=0) / jnp.where(total > 0, total, 1.0)
-    return jnp.max(share)
+        The double-exponential terms :math:`c_k p(x_k) f(x_k)` of a convergent integral decay
+        towards both ends of the grid; a moment that diverges (or converges too slowly to be
+        resolved within the rule's range) keeps terms of the size of the sum there. Returns the
+        largest ratio, over the components of ``fn`` (a 1-D array), of the three outermost terms at
+        either end to the sum of the absolute terms.
+        """
+        x, w, _, _ = self._weights(theta, log_density)
+        values = jnp.reshape(jax.vmap(fn)(x), (x.shape[0], -1))
+        positive = (w > 0)[:, None]
+        terms = jnp.where(positive, jnp.abs(w[:, None] * values), 0.0)
+        terms = jnp.where(jnp.isfinite(terms), terms, 0.0)
+        total = jnp.sum(terms, axis=0)
+        ends = jnp.concatenate([terms[:3], terms[-3:]], axis=0)
+        share = jnp.max(ends, axis=0) / jnp.where(total > 0, total, 1.0)
+        return jnp.max(share)
 
 
 class TensorProduct(AbstractQuadratureRule):

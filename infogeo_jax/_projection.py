@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from ._custom_types import Array, Float, Point, PointLike, Sample, Scalar
-from ._expectation import AbstractExpectation, AbstractQuadratureRule, tail_share
+from ._expectation import AbstractExpectation, AbstractQuadratureRule
 from ._family import AbstractExponentialFamily
 from ._fitting import check_finite_data, fit_moments, shifted_mean
 from ._misc import as_point, check_real
@@ -100,8 +100,7 @@ def _expected_statistic(
         eta = jnp.atleast_1d(jnp.asarray(model.expect(family.sufficient_statistic, params)))
         eta = as_point(eta, family.dim, "E_p[T(x)]")
         rule = model.expectation
-        share = tail_share(
-            rule,
+        share = rule._tail_share(
             family.sufficient_statistic,
             model._base(model.check_point(params)),
             model.log_density_fn,

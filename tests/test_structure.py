@@ -122,7 +122,7 @@ def test_the_walk_sees_the_known_structure():
     assert f"{PACKAGE}.geometry._geodesic" in MODULES
     assert f"{PACKAGE}._family" in GRAPH[f"{PACKAGE}.families._normal"]
     assert BASE_MODULE in GRAPH[f"{PACKAGE}._family"]
-    assert f"{PACKAGE}._results" in GRAPH[f"{PACKAGE}._projection"]
+    assert f"{PACKAGE}._results" in GRAPH[f"{PACKAGE}._projection_solver"]
     assert f"{PACKAGE}.geometry._curvature" in GRAPH[BASE_MODULE]
     assert len(MODULES) > 40
 
