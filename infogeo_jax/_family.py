@@ -493,15 +493,6 @@ class AbstractExponentialFamily(AbstractDuallyFlatManifold):
         References:
             Barndorff-Nielsen, *Information and Exponential Families* (1978), Sec. 9.3.
         """
-        if isinstance(data, list):
-            data = jnp.asarray(data)
-        leaves = jax.tree_util.tree_leaves(data)
-        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) > 0 else None for leaf in leaves}
-        if not leaves or None in sizes or len(sizes) != 1 or 0 in sizes:
-            raise ValueError(
-                "`data` must hold at least one sample stacked along a leading axis (shape "
-                f"(n, ...), n >= 1), got {jax.tree_util.tree_map(jnp.shape, data)}."
-            )
         return fit_moments(self, data, None, solve_kwargs)
 
     def _closed_form_fit(self, data: Array, weights: Array) -> tuple[Point, Scalar] | None:
