@@ -48,6 +48,7 @@ from ._custom_types import (
     Tensor3,
     Tensor4,
 )
+from ._distributions import LIBRARIES
 from ._dually_flat import AbstractDuallyFlatManifold
 from ._fitting import fit_moments
 from ._legendre import legendre_inverse, solver_tolerances
@@ -60,6 +61,7 @@ from ._misc import (
     exprel,
     safe_sqrt,
 )
+from ._model import StatisticalModel
 from ._reparameterized import ReparameterizedFamily
 from .geometry import _curvature
 
@@ -780,8 +782,6 @@ class AbstractExponentialFamily(AbstractDuallyFlatManifold):
             >>> from infogeo_jax.families import Binomial
             >>> model = Binomial(4).as_model(FiniteSupport(jnp.arange(5)))
         """
-        from ._model import StatisticalModel
-
         return StatisticalModel(self.log_prob, expectation, dim=self.dim, in_domain=self.in_domain)
 
     # ------------------------------------------------------------------ coordinates
@@ -897,8 +897,6 @@ class AbstractExponentialFamily(AbstractDuallyFlatManifold):
             NotImplementedError: if the family has no counterpart in that library.
             ImportError: if the library is not installed or does not import.
         """
-        from ._distributions import LIBRARIES
-
         if library not in LIBRARIES:
             raise ValueError(f"`library` must be one of {LIBRARIES}, got {library!r}.")
         return self._native_distribution(self.check_point(theta), library)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from .._custom_types import Array, Point, Scalar
+from .._misc import as_point, safe_sqrt
 
 
 def default_float() -> jnp.dtype:
@@ -24,8 +25,6 @@ def as_float(x) -> Array:
 
 def as_usual(usual, size: int) -> Array:
     """``usual`` as an inexact 1-D array of length ``size`` (static shape check)."""
-    from .._misc import as_point
-
     return as_point(usual, size, "usual")
 
 
@@ -42,8 +41,6 @@ def sphere_distance(root_p: Array, root_q: Array) -> Array:
     accurate for nearby points (the arccos form loses all digits below ~1e-8) and has finite
     gradients at p = q.
     """
-    from .._misc import safe_sqrt
-
     chord = safe_sqrt(jnp.sum((root_p - root_q) ** 2))
     return 4.0 * jnp.arcsin(jnp.minimum(0.5 * chord, 1.0))
 
