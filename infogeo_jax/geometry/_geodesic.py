@@ -439,6 +439,7 @@ class _Shooting(eqx.Module):
     radius: Scalar
     metric_0: Array
     conditioning: Scalar  # largest condition number of the equilibrated end-point metrics
+    length: Scalar  # metric length of the coordinate segment (the guess's speed)
 
 
 def _conditioning(metric_0, metric_1):
@@ -476,24 +477,21 @@ _T, _DT, _DT_FIRST, _BUNDLE, _ODE_STEPS, _TOTAL = 16, 17, 18, 19, 20, 21
 
 
 def _bundle(z, n: int, d: int):
-    """Start states of the shot: each segment's node and its ``2 d`` perturbed copies.
+    """Start states of the shot: each segment's node and the ``2 d`` unit tangent directions.
 
-    Shape ``(2, n, 2 d + 1, d)`` (positions, velocities), and the perturbation sizes
-    ``(n,)`` of the positions and of the velocities.
+    Shape ``(2, n, 2 d + 1, d)``: positions and velocities of each segment's trajectory
+    (index 0) and of its variations along the ``d`` position and the ``d`` velocity
+    directions of the node (indices 1 to 2 d).
     """
     nodes = z.reshape(n, 2, d)
-    starts, velocities = nodes[:, 0], nodes[:, 1]
     dtype = z.dtype
-    eps = jnp.sqrt(jnp.finfo(dtype).eps)
-    h_x = eps * (1.0 + jnp.max(jnp.abs(starts), axis=-1))
-    h_u = eps * (1.0 + jnp.max(jnp.abs(velocities), axis=-1))
     eye = jnp.eye(d, dtype=dtype)
-    zero = jnp.zeros((1, d), dtype)
-    dx_basis = jnp.concatenate([zero, eye, jnp.zeros((d, d), dtype)])  # (2d + 1, d)
-    du_basis = jnp.concatenate([zero, jnp.zeros((d, d), dtype), eye])
-    x0 = starts[:, None, :] + h_x[:, None, None] * dx_basis[None]
-    u0 = velocities[:, None, :] + h_u[:, None, None] * du_basis[None]
-    return jnp.stack([x0, u0]), h_x, h_u
+    zeros = jnp.zeros((d, d), dtype)
+    dx_basis = jnp.broadcast_to(jnp.concatenate([eye, zeros]), (n, 2 * d, d))
+    du_basis = jnp.broadcast_to(jnp.concatenate([zeros, eye]), (n, 2 * d, d))
+    x0 = jnp.concatenate([nodes[:, None, 0], dx_basis], axis=1)
+    u0 = jnp.concatenate([nodes[:, None, 1], du_basis], axis=1)
+    return jnp.stack([x0, u0])
 
 
 def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
@@ -514,8 +512,9 @@ def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
     delta = y_1 - y_0
     center = 0.5 * (y_0 + y_1)
     radius = 100.0 * (jnp.max(jnp.abs(delta)) + jnp.max(jnp.abs(center))) + 1.0
+    speed = jnp.sqrt(jnp.maximum(guess[0] @ metric_0 @ guess[0], 0.0))
     problem = _Shooting(
-        y_0, y_1, delta, unit, center, radius, metric_0, _conditioning(metric_0, metric_1)
+        y_0, y_1, delta, unit, center, radius, metric_0, _conditioning(metric_0, metric_1), speed
     )
     z_init = jnp.stack([y_0 + times[:, None] * delta, guess / unit], axis=1).reshape(size)
     first_dt = jnp.asarray(1.0 / (16 * n), dtype)
@@ -539,7 +538,7 @@ def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
         0 * one,
         first_dt,
         first_dt,
-        _bundle(z_init, n, d)[0],
+        _bundle(z_init, n, d),
         jnp.asarray(0),
         jnp.asarray(0),
     )
@@ -573,12 +572,10 @@ def _newton_update(cfg: _Settings, problem: _Shooting, state, bundle, ok):
         return jnp.stack([positions, velocities], axis=1).reshape(size)
 
     nodes = z.reshape(n, 2, d)
-    _, h_x, h_u = _bundle(z, n, d)
     xb, ub = bundle[0], bundle[1]  # (n, 2d + 1, d)
     x, u = xb[:, 0], ub[:, 0]
-    steps = jnp.concatenate([jnp.repeat(h_x[:, None], d, 1), jnp.repeat(h_u[:, None], d, 1)], 1)
-    d_state = jnp.concatenate([xb[:, 1:] - xb[:, :1], ub[:, 1:] - ub[:, :1]], axis=-1)
-    seg_jac = jnp.swapaxes(d_state / steps[:, :, None], -1, -2)  # [segment, output, input]
+    d_state = jnp.concatenate([xb[:, 1:], ub[:, 1:]], axis=-1)  # [segment, input, output]
+    seg_jac = jnp.swapaxes(d_state, -1, -2)  # [segment, output, input]
     # (1 - s) y_0 + s y_1 is exactly y_1 at s = 1 (y_0 + s delta cancels when |y_0| >> |y_1|).
     target = (1 - s) * theta_0 + s * problem.theta_1
     residual = jnp.concatenate(
@@ -685,8 +682,16 @@ def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Table
         inside = jnp.max(jnp.abs(y - problem.center)) <= problem.radius
         return jnp.where(inside, -contract(y * unit, w * unit, w * unit) / unit, jnp.nan)
 
+    def segment(x, u, dx, du):
+        # The acceleration and its derivative along each of the 2 d tangent directions.
+        push = lambda tx, tu: jax.jvp(acceleration, (x, u), (tx, tu))  # noqa: E731
+        acc, dacc = jax.vmap(push, out_axes=(None, 0))(dx, du)
+        return jnp.concatenate([acc[None], dacc])
+
     def field(bundle):
-        return jnp.stack([bundle[1], jax.vmap(jax.vmap(acceleration))(bundle[0], bundle[1])])
+        x, u = bundle[0], bundle[1]
+        acc = jax.vmap(segment)(x[:, 0], u[:, 0], x[:, 1:], u[:, 1:])
+        return jnp.stack([u, acc])
 
     t, dt, dt_first, bundle, ode_steps, total = state[16:22]
     h = jnp.minimum(dt, duration - t)
@@ -722,7 +727,7 @@ def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Table
 
     def end_shot(_):
         newton = _newton_update(cfg, problem, state, bundle, reached)
-        start = _bundle(newton[0], n, d)[0]
+        start = _bundle(newton[0], n, d)
         zero_t = jnp.zeros_like(t)
         return newton + (zero_t, dt_first, dt_first, start, jnp.zeros_like(ode_steps), total + 1)
 
@@ -756,10 +761,30 @@ def _shooting_single(space, alpha, theta_0, theta_1, cfg: _Settings):
     return _shooting_output(cfg, problem, state)
 
 
-# Runge-Kutta steps that every lane of a batch takes in lockstep (each lane on its own shots)
-# before the lanes still running are finished one by one; an easy pair converges in about
-# 150 to 300 steps.
-_LOCKSTEP_STEPS = 512
+# Width of the window of pairs that advance together under ``jax.vmap`` (one vectorized
+# Runge-Kutta step for all of them); a batch of at most this many pairs runs in one window.
+_WINDOW = 32
+
+
+def _where_lanes(mask, new, old):
+    """Per-lane select over pytrees whose leaves all have the lane axis first."""
+
+    def pick(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def _take_lanes(tree, index, axes=None):
+    """``tree[index]`` on the leaves with a lane axis (``axes`` None: every leaf)."""
+    if axes is None:
+        return jax.tree_util.tree_map(lambda a: a[index], tree)
+    return jax.tree_util.tree_map(lambda a, ax: a if ax is None else a[index], tree, axes)
+
+
+def _put_lanes(tree, index, values):
+    """``tree.at[index].set(values)``; an index equal to the batch size is dropped."""
+    return jax.tree_util.tree_map(lambda a, v: a.at[index].set(v, mode="drop"), tree, values)
 
 
 def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
@@ -773,7 +798,8 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
     1/N of the length, so Newton's basin is much larger than for single shooting. All the
     segments run in one batched Runge-Kutta integration (the tableau of ``ode_solver``, with
     the step-size control of an I controller), in coordinates rescaled by a unit per
-    coordinate (see :class:`_Shooting`).
+    coordinate (see :class:`_Shooting`), together with their variational equations, which
+    give the Jacobian of the shooting residual.
 
     One loop, one Runge-Kutta step per iteration; when a shot ends:
 
@@ -784,68 +810,102 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
     - when Newton stalls at a level s, the continuation step is cut by four and restarted from
       the last converged level with a secant predictor; after a success it doubles.
 
-    Under ``jax.vmap`` the same iteration runs per pair, scheduled so that easy pairs do not
-    pay for hard ones: every pair advances through its own shots in lockstep Runge-Kutta steps
-    (one vectorized step for the whole batch, each pair at its own step size and shot) for
-    ``_LOCKSTEP_STEPS`` steps, then the pairs still running continue one at a time from
-    where they stopped. Each pair thus follows exactly the iterates of the unbatched call.
+    Under ``jax.vmap`` the pairs are scheduled as a work queue, so that no pair waits for
+    another: a window of up to ``_WINDOW`` pairs advances by one vectorized Runge-Kutta step
+    per iteration, each pair at its own step size and shot; a pair that finishes leaves the
+    window at once and the next pair of the queue (longest coordinate segment first) takes
+    its place. When the queue is empty and at most a quarter of the window is still busy,
+    those pairs finish one at a time from where they stopped. Each pair thus follows exactly
+    the iterates of the unbatched call, and the batch costs the sum of its pairs' steps.
 
     Returns ``(v, end_velocity, status, residual, num_steps, speed)``, the last being the
     metric norm of v at ``theta_0`` (the length of the geodesic).
     """
     dynamic, static = eqx.partition((space, alpha, cfg), eqx.is_array)
 
-    @jax.custom_batching.custom_vmap
-    def solve(dynamic, theta_0, theta_1):
+    def single(dynamic, theta_0, theta_1):
         space, alpha, cfg = eqx.combine(dynamic, static)
         return _shooting_single(space, alpha, theta_0, theta_1, cfg)
 
+    @jax.custom_batching.custom_vmap
+    def solve(dynamic, theta_0, theta_1):
+        return single(dynamic, theta_0, theta_1)
+
     @solve.def_vmap
     def _batched(axis_size, in_batched, dynamic, theta_0, theta_1):
-        del axis_size
         args = (dynamic, theta_0, theta_1)
         axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+        size = axis_size
+        if size == 1:
+            out = single(*_take_lanes(args, 0, axes))
+            return jax.tree_util.tree_map(lambda a: a[None], out), jax.tree_util.tree_map(
+                lambda _: True, out
+            )
+        cfg_any = eqx.combine(dynamic, static)[2]
 
         def start(dynamic, theta_0, theta_1):
             space, alpha, cfg = eqx.combine(dynamic, static)
             return _shooting_start(space, alpha, theta_0, theta_1, cfg)
 
-        def lockstep(dynamic, problem, state):
+        def step(dynamic, problem, state):
             space, alpha, cfg = eqx.combine(dynamic, static)
             tab = _tableau(cfg, problem.unit.dtype)
-            return jax.lax.while_loop(
-                lambda c: _shooting_running(cfg, c) & (c[_TOTAL] < _LOCKSTEP_STEPS),
-                lambda c: _shooting_step(space, alpha, cfg, problem, tab, c),
-                state,
-            )
+            return _shooting_step(space, alpha, cfg, problem, tab, state)
 
-        problem, state = jax.vmap(start, in_axes=axes)(*args)
-        state = jax.vmap(lockstep, in_axes=(axes[0], 0, 0))(dynamic, problem, state)
-        cfg_any = eqx.combine(dynamic, static)[2]
-        running = jax.vmap(lambda c: _shooting_running(cfg_any, c))(state)
-        order = jnp.argsort(~running, stable=True)  # the running lanes first
+        problem, states = jax.vmap(start, in_axes=axes)(*args)
+        running = jax.vmap(lambda c: _shooting_running(cfg_any, c))
+        # Longest first, so that the slow pairs do not start last.
+        first = jnp.argsort(-problem.length)
+        width = min(size, _WINDOW)
+        slots = first[:width]
+        window = (slots, _take_lanes(problem, slots), _take_lanes(states, slots))
+
+        def busy(carry):
+            slots, _, _, _, queued = carry
+            active = jnp.sum(slots < size)
+            return (active > 0) & ((queued < size) | (4 * active > width))
+
+        def advance(carry):
+            slots, window_problem, window_state, states, queued = carry
+            filled = slots < size
+            lanes = jnp.minimum(slots, size - 1)
+            dyn = _take_lanes(dynamic, lanes, axes[0])
+            stepped = jax.vmap(step, in_axes=(axes[0], 0, 0))(dyn, window_problem, window_state)
+            done = filled & ~running(stepped)
+            states = _put_lanes(states, jnp.where(done, slots, size), stepped)
+            position = queued + jnp.cumsum(done) - 1
+            take = done & (position < size)
+            slots = jnp.where(take, first[jnp.minimum(position, size - 1)], slots)
+            slots = jnp.where(done & ~take, size, slots)
+            fresh = jnp.minimum(slots, size - 1)
+            window_problem = _where_lanes(take, _take_lanes(problem, fresh), window_problem)
+            window_state = _where_lanes(take, _take_lanes(states, fresh), stepped)
+            queued = jnp.minimum(queued + jnp.sum(done), size)
+            return slots, window_problem, window_state, states, queued
+
+        slots, _, window_state, states, _ = jax.lax.while_loop(
+            busy, advance, window + (states, jnp.asarray(width))
+        )
+        states = _put_lanes(states, slots, window_state)
+        still = running(states)
+        order = jnp.argsort(~still, stable=True)  # the running pairs first
 
         def finish_one(carry):
-            k, state = carry
+            k, states = carry
             i = order[k]
-            dyn_i = jax.tree_util.tree_map(
-                lambda a, ax: a if ax is None else a[i], dynamic, axes[0]
-            )
-            space, alpha, cfg = eqx.combine(dyn_i, static)
+            space, alpha, cfg = eqx.combine(_take_lanes(dynamic, i, axes[0]), static)
             tab = _tableau(cfg, problem.unit.dtype)
-            problem_i = jax.tree_util.tree_map(lambda a: a[i], problem)
-            state_i = jax.tree_util.tree_map(lambda a: a[i], state)
+            problem_i = _take_lanes(problem, i)
             state_i = jax.lax.while_loop(
                 lambda c: _shooting_running(cfg, c),
                 lambda c: _shooting_step(space, alpha, cfg, problem_i, tab, c),
-                state_i,
+                _take_lanes(states, i),
             )
-            state = jax.tree_util.tree_map(lambda a, b: a.at[i].set(b), state, state_i)
-            return k + 1, state
+            return k + 1, _put_lanes(states, i, state_i)
 
-        count = jnp.sum(running)
-        _, state = jax.lax.while_loop(lambda c: c[0] < count, finish_one, (0, state))
-        out = jax.vmap(lambda p, c: _shooting_output(cfg_any, p, c))(problem, state)
+        count = jnp.sum(still)
+        _, states = jax.lax.while_loop(lambda c: c[0] < count, finish_one, (0, states))
+        out = jax.vmap(lambda p, c: _shooting_output(cfg_any, p, c))(problem, states)
         return out, jax.tree_util.tree_map(lambda _: True, out)
 
     return solve(dynamic, theta_0, theta_1)
