@@ -1,7 +1,8 @@
 """Batched geodesics and Fisher-Rao distance matrices.
 
-Under ``jax.vmap`` the shooting solver runs every pair in lockstep Runge-Kutta steps and then
-finishes the hard pairs one at a time; each pair must follow the iterates of the unbatched call,
+Under ``jax.vmap`` the shooting solver advances a window of pairs by vectorized Runge-Kutta
+steps, refilled from a queue as pairs converge, and finishes the last hard pairs one at a time;
+each pair must follow the iterates of the unbatched call,
 so batched and single results agree entry by entry (1e-10), for easy, hard and near-boundary
 pairs mixed in one batch. Distances are also checked against published closed forms.
 Each jitted function is built once (module-scoped fixtures) and called with fixed shapes.
