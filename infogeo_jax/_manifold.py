@@ -456,7 +456,7 @@ class AbstractStatisticalManifold(eqx.Module):
         Damped Newton multiple shooting on :math:`\exp^{(\alpha)}_{\theta_0}(v) = \theta_1`:
         the geodesic is cut into ``GeodesicSolver.num_segments`` pieces (default 4) whose
         starts are unknowns matched at the junctions, all integrated in one batched diffrax
-        solve; the Jacobians come from the variational equations integrated on the same steps.
+        solve; the Jacobians come from perturbed trajectories integrated on the same steps.
         A Newton step that does not reduce the residual is halved; when Newton stalls, the
         target is moved by continuation along the coordinate segment from ``theta_0`` to
         ``theta_1`` (the e-geodesic for an exponential family). The initial guess is the
@@ -487,7 +487,7 @@ class AbstractStatisticalManifold(eqx.Module):
         References:
             Stoer & Bulirsch, *Introduction to Numerical Analysis* (3rd ed., 2002), Sec. 7.3.5
             (multiple shooting); Bock, *Numerical treatment of inverse problems in chemical
-            reaction kinetics* (1981) (internal differentiation).
+            reaction kinetics* (1981) (internal numerical differentiation).
         """
         alpha = check_alpha(alpha)
         theta_0, theta_1 = self._check_pair(theta_0, theta_1)

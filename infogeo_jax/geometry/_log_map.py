@@ -54,8 +54,8 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
     1/N of the length, so Newton's basin is much larger than for single shooting. All the
     segments run in one batched Runge-Kutta integration (the tableau of ``ode_solver``, with
     the step-size control of an I controller), in coordinates rescaled by a unit per
-    coordinate (see :class:`_Shooting`), together with their variational equations, which
-    give the Jacobian of the shooting residual.
+    coordinate (see :class:`_Shooting`), together with perturbed copies of each segment on the
+    same steps, whose differences give the Jacobian of the shooting residual.
 
     One loop, one Runge-Kutta step per iteration; when a shot ends:
 

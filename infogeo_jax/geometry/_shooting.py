@@ -139,21 +139,24 @@ _T, _DT, _DT_FIRST, _BUNDLE, _ODE_STEPS, _TOTAL = 16, 17, 18, 19, 20, 21
 
 
 def _bundle(z, n: int, d: int):
-    """Start states of the shot: each segment's node and the ``2 d`` unit tangent directions.
+    """Start states of the shot: each segment's node and its ``2 d`` perturbed copies.
 
-    Shape ``(2, n, 2 d + 1, d)``: positions and velocities of each segment's trajectory
-    (index 0) and of its variations along the ``d`` position and the ``d`` velocity
-    directions of the node (indices 1 to 2 d).
+    Shape ``(2, n, 2 d + 1, d)`` (positions, velocities), and the perturbation sizes
+    ``(n,)`` of the positions and of the velocities.
     """
     nodes = z.reshape(n, 2, d)
+    starts, velocities = nodes[:, 0], nodes[:, 1]
     dtype = z.dtype
+    eps = jnp.sqrt(jnp.finfo(dtype).eps)
+    h_x = eps * (1.0 + jnp.max(jnp.abs(starts), axis=-1))
+    h_u = eps * (1.0 + jnp.max(jnp.abs(velocities), axis=-1))
     eye = jnp.eye(d, dtype=dtype)
-    zeros = jnp.zeros((d, d), dtype)
-    dx_basis = jnp.broadcast_to(jnp.concatenate([eye, zeros]), (n, 2 * d, d))
-    du_basis = jnp.broadcast_to(jnp.concatenate([zeros, eye]), (n, 2 * d, d))
-    x0 = jnp.concatenate([nodes[:, None, 0], dx_basis], axis=1)
-    u0 = jnp.concatenate([nodes[:, None, 1], du_basis], axis=1)
-    return jnp.stack([x0, u0])
+    zero = jnp.zeros((1, d), dtype)
+    dx_basis = jnp.concatenate([zero, eye, jnp.zeros((d, d), dtype)])  # (2d + 1, d)
+    du_basis = jnp.concatenate([zero, jnp.zeros((d, d), dtype), eye])
+    x0 = starts[:, None, :] + h_x[:, None, None] * dx_basis[None]
+    u0 = velocities[:, None, :] + h_u[:, None, None] * du_basis[None]
+    return jnp.stack([x0, u0]), h_x, h_u
 
 
 def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
@@ -200,7 +203,7 @@ def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
         0 * one,
         first_dt,
         first_dt,
-        _bundle(z_init, n, d),
+        _bundle(z_init, n, d)[0],
         jnp.asarray(0),
         jnp.asarray(0),
     )
@@ -234,10 +237,12 @@ def _newton_update(cfg: _Settings, problem: _Shooting, state, bundle, ok):
         return jnp.stack([positions, velocities], axis=1).reshape(size)
 
     nodes = z.reshape(n, 2, d)
+    _, h_x, h_u = _bundle(z, n, d)
     xb, ub = bundle[0], bundle[1]  # (n, 2d + 1, d)
     x, u = xb[:, 0], ub[:, 0]
-    d_state = jnp.concatenate([xb[:, 1:], ub[:, 1:]], axis=-1)  # [segment, input, output]
-    seg_jac = jnp.swapaxes(d_state, -1, -2)  # [segment, output, input]
+    steps = jnp.concatenate([jnp.repeat(h_x[:, None], d, 1), jnp.repeat(h_u[:, None], d, 1)], 1)
+    d_state = jnp.concatenate([xb[:, 1:] - xb[:, :1], ub[:, 1:] - ub[:, :1]], axis=-1)
+    seg_jac = jnp.swapaxes(d_state / steps[:, :, None], -1, -2)  # [segment, output, input]
     # (1 - s) y_0 + s y_1 is exactly y_1 at s = 1 (y_0 + s delta cancels when |y_0| >> |y_1|).
     target = (1 - s) * theta_0 + s * problem.theta_1
     residual = jnp.concatenate(
@@ -327,11 +332,9 @@ def _newton_update(cfg: _Settings, problem: _Shooting, state, bundle, ok):
 def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Tableau, state):
     r"""One Runge-Kutta step of the current shot, then the Newton update if the shot ended.
 
-    All segments and their variational equations (along the ``2 d`` directions of each
-    node) form one bundle integrated on one step sequence, with error control on the
-    trajectories only (internal differentiation, Bock): the tangents are then the exact
-    derivative of the discrete map whose residual Newton drives to zero, and each costs one
-    Jacobian-vector product of the acceleration instead of a perturbed trajectory. A step
+    All segments and their perturbed copies form one bundle integrated on one step sequence
+    (error control on the unperturbed trajectories only: internal numerical differentiation,
+    Bock), so that the difference quotients differentiate one smooth discrete map. A step
     with a non-finite result (the trajectory left the domain or the box
     ``|y - center| <= radius``) is rejected like an inaccurate one; a shot fails when its
     step falls below ``min_step`` or it takes more than ``max_shooting_steps`` steps.
@@ -346,16 +349,8 @@ def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Table
         inside = jnp.max(jnp.abs(y - problem.center)) <= problem.radius
         return jnp.where(inside, -contract(y * unit, w * unit, w * unit) / unit, jnp.nan)
 
-    def segment(x, u, dx, du):
-        # The acceleration and its derivative along each of the 2 d tangent directions.
-        push = lambda tx, tu: jax.jvp(acceleration, (x, u), (tx, tu))  # noqa: E731
-        acc, dacc = jax.vmap(push, out_axes=(None, 0))(dx, du)
-        return jnp.concatenate([acc[None], dacc])
-
     def field(bundle):
-        x, u = bundle[0], bundle[1]
-        acc = jax.vmap(segment)(x[:, 0], u[:, 0], x[:, 1:], u[:, 1:])
-        return jnp.stack([u, acc])
+        return jnp.stack([bundle[1], jax.vmap(jax.vmap(acceleration))(bundle[0], bundle[1])])
 
     t, dt, dt_first, bundle, ode_steps, total = state[16:22]
     h = jnp.minimum(dt, duration - t)
@@ -391,7 +386,7 @@ def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Table
 
     def end_shot(_):
         newton = _newton_update(cfg, problem, state, bundle, reached)
-        start = _bundle(newton[0], n, d)
+        start = _bundle(newton[0], n, d)[0]
         zero_t = jnp.zeros_like(t)
         return newton + (zero_t, dt_first, dt_first, start, jnp.zeros_like(ode_steps), total + 1)
 
