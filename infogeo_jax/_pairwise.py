@@ -112,7 +112,7 @@ def pairwise_distances(
     length of the Levi-Civita geodesic. Where the family overrides it with a closed form
     (Bernoulli, Binomial, Categorical, Poisson, Exponential, Normal) that is used, vectorized;
     otherwise every pair is solved by the batched shooting solver (under ``jax.vmap`` easy
-    pairs run in lockstep and only the hard ones continue alone). With ``points_b=None`` the
+    pairs leave a work-queue window as soon as they converge). With ``points_b=None`` the
     matrix of ``points_a`` against itself is built from its upper triangle alone:
     :math:`D_{ij} = D_{ji}`, :math:`D_{ii} = 0`. When several devices are present the pairs
     are split evenly over all of them (``jax.shard_map`` over a one-axis mesh).

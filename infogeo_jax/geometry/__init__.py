@@ -8,7 +8,7 @@ its result codes (:class:`RESULTS`).
 """
 
 from .._results import RESULTS as RESULTS
-from ._geodesic import (
+from ._settings import (
     GeodesicSolver as GeodesicSolver,
     LogMapSolution as LogMapSolution,
 )
