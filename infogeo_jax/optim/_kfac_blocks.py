@@ -102,6 +102,21 @@ class _KronBlock:
     bias_index: np.ndarray | None = None  # (d_out,): flat index into the bias leaf
 
     @property
+    def layout(self) -> str:
+        """How the leaf is laid out as the ``(d_in, d_out)`` matrix.
+
+        ``"rows"``: the leaf reshaped; ``"columns"``: the leaf reshaped to ``(d_out, d_in)``
+        and transposed (equinox's ``W @ x``); ``"gather"``: any other permutation.
+        """
+        d_in, d_out = self.index.shape
+        flat = np.arange(d_in * d_out)
+        if np.array_equal(self.index, flat.reshape(d_in, d_out)):
+            return "rows"
+        if np.array_equal(self.index, flat.reshape(d_out, d_in).T):
+            return "columns"
+        return "gather"
+
+    @property
     def d_in(self) -> int:
         return self.index.shape[0] + (self.bias is not None)
 
@@ -548,29 +563,51 @@ def output_rows(site: _Site, g: jax.Array) -> jax.Array:
 
 
 def block_matrix(block: _KronBlock, leaves: Sequence[Any]) -> jax.Array:
-    """The leaf (and bias) of a Kronecker block as one ``(d_in, d_out)`` matrix."""
-    w = jnp.ravel(leaves[block.leaf])[block.index]
+    """The leaf (and bias) of a Kronecker block as one ``(d_in, d_out)`` matrix.
+
+    Reshapes and transposes where the layout allows (no gathers on the common layouts).
+    """
+    d_in, d_out = block.index.shape
+    leaf = jnp.asarray(leaves[block.leaf])
+    layout = block.layout
+    if layout == "rows":
+        w = leaf.reshape(d_in, d_out)
+    elif layout == "columns":
+        w = leaf.reshape(d_out, d_in).T
+    else:
+        w = jnp.ravel(leaf)[block.index]
     if block.bias is None:
         return w
-    b = jnp.ravel(leaves[block.bias])[block.bias_index]
+    assert block.bias_index is not None
+    b = jnp.ravel(leaves[block.bias])
+    if not np.array_equal(block.bias_index, np.arange(d_out)):
+        b = b[block.bias_index]
     return jnp.concatenate([w, b[None, :].astype(w.dtype)], axis=0)
 
 
 def unblock_matrix(block: _KronBlock, matrix: jax.Array, leaves: Sequence[Any]) -> dict[int, Any]:
-    """Inverse of :func:`block_matrix`: ``{leaf index: leaf-shaped array}``."""
-    w_leaf = leaves[block.leaf]
-    size = _size_of(tuple(np.shape(w_leaf)))
-    w = (
-        jnp.zeros(size, matrix.dtype)
-        .at[block.index.ravel()]
-        .set(matrix[: block.index.shape[0]].ravel())
-    )
-    out = {block.leaf: w.reshape(np.shape(w_leaf))}
+    """Inverse of :func:`block_matrix`: ``{leaf index: leaf-shaped array}``.
+
+    The index of a block is a permutation of the leaf's entries (checked when the plan is
+    built), so the inverse is a reshape, a transpose or a gather by the inverse permutation.
+    """
+    d_in, d_out = block.index.shape
+    shape = np.shape(leaves[block.leaf])
+    w = matrix[:d_in]
+    layout = block.layout
+    if layout == "rows":
+        w_leaf = w.reshape(shape)
+    elif layout == "columns":
+        w_leaf = w.T.reshape(shape)
+    else:
+        w_leaf = jnp.ravel(w)[np.argsort(block.index.ravel())].reshape(shape)
+    out = {block.leaf: w_leaf}
     if block.bias is not None:
-        b_leaf = leaves[block.bias]
         assert block.bias_index is not None
-        b = jnp.zeros(block.bias_index.shape[0], matrix.dtype).at[block.bias_index].set(matrix[-1])
-        out[block.bias] = b.reshape(np.shape(b_leaf))
+        b = matrix[-1]
+        if not np.array_equal(block.bias_index, np.arange(d_out)):
+            b = b[np.argsort(block.bias_index)]
+        out[block.bias] = b.reshape(np.shape(leaves[block.bias]))
     return out
 
 
