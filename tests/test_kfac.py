@@ -159,6 +159,53 @@ def test_blocks_plain_jnp_layouts_and_tied_weight():
     }
 
 
+def _recurrent():
+    """A tanh RNN under ``lax.scan`` (W, U, b inside the scan) with a dense read-out V, c."""
+    k = jax.random.split(KEY, 5)
+    params = {
+        "U": 0.5 * jax.random.normal(k[0], (3, 4)),
+        "W": 0.5 * jax.random.normal(k[1], (4, 4)),
+        "b": 0.1 * jax.random.normal(k[2], (4,)),
+        "V": 0.5 * jax.random.normal(k[3], (4, 2)),
+        "c": jnp.zeros((2,)),
+    }
+
+    def apply(p, xs):  # xs: (batch, time, 3)
+        def cell(h, x_t):
+            return jnp.tanh(h @ p["W"] + x_t @ p["U"] + p["b"]), None
+
+        h, _ = jax.lax.scan(cell, jnp.zeros((xs.shape[0], 4), xs.dtype), jnp.swapaxes(xs, 0, 1))
+        return h @ p["V"] + p["c"]
+
+    return params, apply, jax.random.normal(k[4], (6, 5, 3))
+
+
+def test_scanned_weights_fall_back_to_exact_diagonal_blocks():
+    # Leaves used inside lax.scan are not split into per-step sites: they get diagonal blocks,
+    # shown by kfac_blocks; the read-out after the scan keeps its Kronecker block.
+    params, apply, xs = _recurrent()
+    got = {(b.path, b.kind, b.bias_path, b.factor_shapes) for b in kfac_blocks(apply, params, xs)}
+    assert got == {
+        ("['U']", "diagonal", None, ((3, 4),)),
+        ("['W']", "diagonal", None, ((4, 4),)),
+        ("['b']", "diagonal", None, ((4,),)),
+        ("['V']", "dense", "['c']", ((5, 5), (2, 2))),
+    }
+    # On one example, the "exact" estimator's diagonal is exactly diag(J^T J) (Gaussian output,
+    # unit variance: F = J^T J, Martens 2020, Sec. 9.2), and the update is g / (diag + damping).
+    x1 = xs[:1]
+    opt = scale_by_kfac(apply, "gaussian", example_inputs=x1, estimator="exact", max_kl=None)
+    state = opt.init(params)
+    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    updates, state = jax.jit(opt.update)(grads, state, params, batch=x1)
+    jac = jax.jacobian(lambda p: apply(p, x1)[0])(params)
+    for name, diag in zip(("U", "W", "b"), state.diagonals):
+        j = jac[name].reshape(2, -1)
+        want = jnp.sum(j**2, axis=0).reshape(params[name].shape)
+        np.testing.assert_allclose(diag, want, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(updates[name], grads[name] / (want + 1e-2), rtol=1e-10)
+
+
 # ---------------------------------------------------------------------------------------------
 # Captured statistics: sum over rows of a g^T is the gradient (checks layouts and patches).
 

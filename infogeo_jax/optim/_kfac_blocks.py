@@ -314,7 +314,7 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
             if (
                 name in _SHAPE_OPS
                 and single
-                and v is not None
+                and isinstance(v, jex.core.Var)
                 and v in site_out
                 and uses.get(v) == 1
                 and _size(eqn.outvars[0].aval) == _size(v.aval)
@@ -354,7 +354,7 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
         if name == "add" and n_prov == 1:
             b_pos = 0 if ins[0] is not None else 1
             other = eqn.invars[1 - b_pos]
-            if other in site_out and uses.get(other) == 1:
+            if isinstance(other, jex.core.Var) and other in site_out and uses.get(other) == 1:
                 s, chain = site_out[other]
                 p = ins[b_pos]
                 assert p is not None
