@@ -546,3 +546,60 @@ def test_data_parallel_statistics_equal_the_single_device_ones(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK 4" in proc.stdout
+
+
+def test_masked_and_multi_transform_precondition_the_selected_leaves_with_the_full_model():
+    params, apply, x = _deep_linear()
+    apply2 = lambda p, x: jnp.tanh(apply(p, x))
+    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    kw = dict(example_inputs=x, estimator="exact", damping=0.3, max_kl=None)
+    whole = scale_by_kfac(apply2, "categorical", **kw)
+    full_updates, full_state = jax.jit(whole.update)(grads, whole.init(params), params, batch=x)
+
+    # multi_transform: K-FAC on the second layer, Adam on the first. The second layer's block
+    # and its statistics do not depend on the first layer being frozen for K-FAC.
+    labels = {"W1": "adam", "b1": "adam", "W2": "kfac", "b2": "kfac"}
+    inner = scale_by_kfac(apply2, "categorical", example_params=params, **kw)
+    opt = optax.multi_transform({"kfac": inner, "adam": optax.scale_by_adam()}, labels)
+    update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
+    state = opt.init(params)
+    for _ in range(2):  # the same trace twice
+        updates, state = update(grads, state, params, batch=x, full_params=params)
+    adam_updates, _ = optax.scale_by_adam().update(grads, optax.scale_by_adam().init(params))
+    for name in ("W2", "b2"):
+        np.testing.assert_allclose(updates[name], full_updates[name], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(updates["W1"], adam_updates["W1"], rtol=1e-10, atol=1e-12)
+
+    # masked, selecting W1 (its bias frozen) and b2 (its weight frozen), on one example: W1's
+    # block loses the bias row of A (pi recomputed); b2 gets a diagonal block, whose "exact"
+    # estimate on one example is diag(G) of the second layer's full block (bias input 1).
+    x1 = x[:1]
+    whole1 = scale_by_kfac(apply2, "categorical", **{**kw, "example_inputs": x1})
+    _, s1 = jax.jit(whole1.update)(grads, whole1.init(params), params, batch=x1)
+    mask = {"W1": True, "b1": False, "W2": False, "b2": True}
+    masked = optax.masked(
+        scale_by_kfac(apply2, "categorical", example_params=params, **{**kw, "example_inputs": x1}),
+        mask,
+    )
+    mu, ms = jax.jit(masked.update)(
+        grads, masked.init(params), params, batch=x1, full_params=params
+    )
+    a, g, lam = np.asarray(s1.factors_a[0])[:-1, :-1], np.asarray(s1.factors_g[0]), 0.3
+    pi = np.sqrt((np.trace(a) / a.shape[0]) / (np.trace(g) / g.shape[0]))
+    want = np.linalg.solve(
+        np.kron(
+            a + pi * np.sqrt(lam) * np.eye(a.shape[0]), g + np.sqrt(lam) / pi * np.eye(g.shape[0])
+        ),
+        np.asarray(grads["W1"]).ravel(),
+    )
+    np.testing.assert_allclose(np.asarray(mu["W1"]).ravel(), want, rtol=1e-10, atol=1e-12)
+    (diag,) = ms.inner_state.diagonals
+    np.testing.assert_allclose(diag, np.diag(s1.factors_g[1]), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(mu["b2"], grads["b2"] / (diag + lam), rtol=1e-10, atol=1e-14)
+    for name in ("b1", "W2"):  # optax.masked passes the frozen leaves' gradients through
+        np.testing.assert_array_equal(mu[name], grads[name])
+
+    with pytest.raises(ValueError, match="full_params"):
+        masked.update(grads, masked.init(params), params, batch=x1)
+    with pytest.raises(ValueError, match="example_params"):
+        optax.masked(scale_by_kfac(apply2, "categorical", example_inputs=x1), mask).init(params)

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from .._custom_types import PyTree
-from ._apply import as_apply
+from ._apply import _is_masked, as_apply, split_trainable
 from ._common import cast_like, require_params
 from ._kfac_blocks import (
     Plan,
@@ -20,6 +20,7 @@ from ._kfac_blocks import (
     input_rows,
     output_rows,
     perturbed_apply,
+    restrict_plan,
     unblock_matrix,
     zero_perturbations,
 )
@@ -253,6 +254,7 @@ def scale_by_kfac(
     output: Literal["categorical", "gaussian"],
     *,
     example_inputs: Any = None,
+    example_params: Any = None,
     damping: float | jax.Array = 1e-2,
     decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
@@ -308,6 +310,13 @@ def scale_by_kfac(
         output: ``"categorical"`` or ``"gaussian"``, as for :func:`predictive_fisher`.
         example_inputs: a batch of inputs (arrays or ``jax.ShapeDtypeStruct`` s) used by
             ``init`` to find the blocks and size the state; any batch size.
+        example_params: the whole parameters (arrays or ``jax.ShapeDtypeStruct`` s), needed
+            by ``init`` only inside ``optax.masked`` / ``optax.multi_transform``, where it
+            sees the selected leaves alone. There ``update`` also needs the whole current
+            parameters as the extra argument ``full_params=params``: the blocks are found and
+            the statistics taken on the full model, and only the selected leaves are
+            preconditioned (a selected weight whose bias is frozen keeps its block without
+            the bias row; a selected bias of a frozen weight gets a diagonal block).
         damping: Tikhonov damping :math:`\lambda > 0` of the Fisher.
         decay: moving-average factor of the curvature statistics.
         curvature_every: update the statistics every this many steps.
@@ -338,9 +347,10 @@ def scale_by_kfac(
         batch=...)``.
 
     Raises:
-        ValueError: for unknown options, a missing ``example_inputs`` (in ``init``), missing
-            ``params`` or batch (in ``update``), or outputs that are not one batch-leading
-            array.
+        ValueError: for unknown options, a missing ``example_inputs`` (in ``init``; or
+            ``example_params`` under ``optax.masked``), missing ``params``, batch or (under
+            ``optax.masked``) ``full_params`` in ``update``, or outputs that are not one
+            batch-leading array.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -373,14 +383,33 @@ def scale_by_kfac(
     get_inputs = _default_inputs if inputs_of is None else inputs_of
     get_targets = _default_targets if targets_of is None else targets_of
 
+    def selected_plan(params: PyTree, full_params: PyTree, inputs: Any) -> Plan:
+        """The plan of the selected leaves (all of them outside ``optax.masked``)."""
+        p_leaves = jax.tree.leaves(params, is_leaf=_is_masked)
+        if not any(_is_masked(x) for x in p_leaves):
+            return build_plan(model, params, inputs)
+        plan = build_plan(model, full_params, inputs)
+        return restrict_plan(plan, {i for i, x in enumerate(p_leaves) if not _is_masked(x)})
+
     def init_fn(params: PyTree) -> ScaleByKFACState:
         if example_inputs is None:
             raise ValueError(
                 "scale_by_kfac traces the model to find its blocks before the first batch: "
                 "pass `example_inputs=` (a batch of inputs, or jax.ShapeDtypeStruct s of one)."
             )
-        plan = build_plan(model, params, example_inputs)
-        leaves = jax.tree.leaves(params)
+        full = params
+        if any(_is_masked(x) for x in jax.tree.leaves(params, is_leaf=_is_masked)):
+            if example_params is None:
+                raise ValueError(
+                    "scale_by_kfac is inside `optax.masked` / `optax.multi_transform`, so `init` "
+                    "sees only the selected leaves: pass the whole parameters (or "
+                    "jax.ShapeDtypeStruct s of them) as `example_params=` to find the blocks, "
+                    "and `full_params=params` to `update`."
+                )
+            split_trainable(params, example_params, builder="scale_by_kfac")  # validates
+            full = example_params
+        plan = selected_plan(params, full, example_inputs)
+        leaves = jax.tree.leaves(full)
         dtype = _algebra_dtype(leaves)
         eig = inverse == "eigh"
         eye = lambda d: jnp.eye(d, dtype=dtype)
@@ -412,7 +441,13 @@ def scale_by_kfac(
         batch = extra_args[batch_arg]
         inputs = get_inputs(batch)
         targets = get_targets(batch) if estimator == "empirical" else None
-        plan = build_plan(model, params, inputs)
+        p_leaves, p_def = jax.tree.flatten(params, is_leaf=_is_masked)
+        selected = params
+        if any(_is_masked(x) for x in p_leaves):
+            # The model runs on the whole parameters; only the selected leaves are updated.
+            params = extra_args.get("full_params")
+            split_trainable(selected, params, builder="scale_by_kfac")  # validates
+        plan = selected_plan(selected, params, inputs)
         if len(plan.blocks) != len(state.factors_a) or len(plan.diagonal) != len(state.diagonals):
             raise ValueError(
                 "scale_by_kfac: the model's blocks differ from those found at init; "
@@ -482,10 +517,13 @@ def scale_by_kfac(
             inv = jax.lax.cond(state.count % inverse_every == 0, invert, cached, None)
         vals_a, vecs_a, vals_g, vecs_g, inv_a, inv_g = inv
 
-        # Updates may hold None at non-trainable leaves (equinox.filter_grad): align with params.
-        g_leaves = plan.params_treedef.flatten_up_to(updates)
+        # Updates may hold None at non-trainable leaves (equinox.filter_grad) and MaskedNode at
+        # frozen ones (optax.masked): align with params.
+        g_leaves = p_def.flatten_up_to(updates)
         g32 = [
-            g if g is None else jnp.asarray(g, jnp.promote_types(jnp.result_type(g), dtype))
+            None
+            if g is None or _is_masked(g)
+            else jnp.asarray(g, jnp.promote_types(jnp.result_type(g), dtype))
             for g in g_leaves
         ]
         out = list(g32)
@@ -508,7 +546,8 @@ def scale_by_kfac(
             eps = jnp.asarray(max_kl, dtype)
             scale = jnp.minimum(1.0, jnp.sqrt(eps / jnp.maximum(quad, jnp.finfo(dtype).tiny)))
             out = [x if x is None else x * scale for x in out]
-        new_updates = cast_like(jax.tree.unflatten(plan.params_treedef, out), updates)
+        out = [g if g is None or _is_masked(g) else x for g, x in zip(g_leaves, out)]
+        new_updates = cast_like(jax.tree.unflatten(p_def, out), updates)
         new_state = ScaleByKFACState(
             count=state.count + 1,
             stats_count=stats_count,
@@ -534,6 +573,7 @@ def kfac(
     output: Literal["categorical", "gaussian"],
     *,
     example_inputs: Any = None,
+    example_params: Any = None,
     damping: float | jax.Array = 1e-2,
     decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
@@ -561,6 +601,8 @@ def kfac(
         apply: ``apply(params, inputs) -> outputs`` (batch-leading).
         output: ``"categorical"`` or ``"gaussian"``.
         example_inputs: a batch of inputs, used by ``init`` to find the blocks.
+        example_params: the whole parameters, for ``init`` inside ``optax.masked`` (see
+            :func:`scale_by_kfac`).
         damping: Tikhonov damping.
         decay: moving-average factor of the statistics.
         curvature_every: statistics every this many steps.
@@ -608,6 +650,7 @@ def kfac(
             apply,
             output,
             example_inputs=example_inputs,
+            example_params=example_params,
             damping=damping,
             decay=decay,
             curvature_every=curvature_every,

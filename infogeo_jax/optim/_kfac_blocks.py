@@ -481,6 +481,43 @@ def build_plan(apply: Callable[[PyTree, Any], Any], params: PyTree, inputs: Any)
     )
 
 
+def restrict_plan(plan: Plan, selected: set[int]) -> Plan:
+    """The plan of the leaves in ``selected`` only (``optax.masked``: the others are frozen).
+
+    A block whose weight is not selected is dropped (its selected bias becomes diagonal); a
+    selected weight whose bias is not selected keeps its block without the homogeneous row.
+    Only the kept blocks' sites are perturbed and recorded.
+    """
+    blocks: list[_KronBlock] = []
+    diagonal = [i for i in plan.diagonal if i in selected]
+    kept_sites: list[int] = []
+    for b in plan.blocks:
+        if b.leaf not in selected:
+            if b.bias is not None and b.bias in selected:
+                diagonal.append(b.bias)
+            continue
+        if b.bias is not None and b.bias not in selected:
+            b = dataclasses.replace(b, bias=None, bias_index=None)
+        blocks.append(dataclasses.replace(b, sites=list(b.sites)))
+        kept_sites += b.sites
+    renumber = {s: j for j, s in enumerate(kept_sites)}
+    sites = []
+    for s in kept_sites:
+        site = plan.sites[s]
+        if site.bias is not None and site.bias not in selected:
+            site = dataclasses.replace(site, bias=None)
+        sites.append(site)
+    for b in blocks:
+        b.sites = [renumber[s] for s in b.sites]
+    return dataclasses.replace(
+        plan,
+        sites=sites,
+        blocks=blocks,
+        diagonal=sorted(diagonal),
+        site_of_key={site.key: j for j, site in enumerate(sites)},
+    )
+
+
 def _bind(eqn, invals: list[Any]) -> list[Any]:
     bind_params = eqn.primitive.get_bind_params(eqn.params)
     subfuns: list[Any] = []
