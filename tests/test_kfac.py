@@ -603,3 +603,51 @@ def test_masked_and_multi_transform_precondition_the_selected_leaves_with_the_fu
         masked.update(grads, masked.init(params), params, batch=x1)
     with pytest.raises(ValueError, match="example_params"):
         optax.masked(scale_by_kfac(apply2, "categorical", example_inputs=x1), mask).init(params)
+
+
+def test_levenberg_marquardt_damping_ratio_and_rule():
+    # Linear model, Gaussian output, unit variance: h is exactly quadratic with Hessian F and
+    # K-FAC ("exact") is F itself, so rho = (g.d + d'Fd/2) / (g.d + d'Fd/2 + lam |d|^2 / 2)
+    # (Martens & Grosse 2015, Sec. 6.5), d = -update, computed here from the loss and the
+    # dense Fisher.
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    params = {"W": jax.random.normal(k1, (3, 2)), "b": jnp.zeros(2)}
+    apply = lambda p, x: x @ p["W"] + p["b"]
+    x = jax.random.normal(k2, (30, 3))
+    y = x @ jnp.ones((3, 2)) + 0.1 * jax.random.normal(k3, (30, 2))
+    loss = lambda p: 0.5 * jnp.mean(jnp.sum((apply(p, x) - y) ** 2, axis=-1))
+    lam = 0.5
+    opt = scale_by_kfac(
+        apply,
+        "gaussian",
+        example_inputs=x,
+        estimator="exact",
+        damping=lam,
+        max_kl=None,
+        adaptive_damping=True,
+        damping_every=1,
+    )
+    grads = jax.grad(loss)(params)
+    state = opt.init(params)
+    update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
+    updates, state = update(grads, state, params, batch=(x, y))
+    delta = jax.tree.map(lambda u: -u, updates)
+    dv, unravel = ravel_pytree(delta)
+    fmat = predictive_fisher(apply, "gaussian")(params, batch=x).as_matrix()
+    gd = jnp.vdot(ravel_pytree(grads)[0], dv)
+    want = (loss(optax.apply_updates(params, delta)) - loss(params)) / (
+        gd + 0.5 * dv @ fmat @ dv + 0.5 * lam * dv @ dv
+    )
+    np.testing.assert_allclose(state.rho, want, rtol=1e-10, atol=1e-12)
+    omega = (19 / 20) ** 1
+    assert float(state.rho) > 0.75  # a good step: the damping shrinks
+    np.testing.assert_allclose(state.damping, lam * omega, rtol=1e-12)
+    _, state = update(grads, state, params, batch=(x, y))  # same trace, damping adapted again
+    np.testing.assert_allclose(state.damping, lam * omega**2, rtol=1e-12)
+
+    from infogeo_jax.optim._kfac import _lm_damping
+
+    rule = lambda r: float(_lm_damping(jnp.asarray(2.0), jnp.asarray(r), 0.5))
+    assert [rule(0.9), rule(0.5), rule(0.1), rule(-3.0), rule(np.nan)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    with pytest.raises(ValueError, match="damping_omega"):
+        scale_by_kfac(apply, "gaussian", example_inputs=x, damping_omega=1.5)

@@ -46,6 +46,9 @@ class ScaleByKFACState(NamedTuple):
             (``inverse="cholesky"``; the four eigen-fields are then empty).
         inv_g: inverse of each damped :math:`G + \sqrt\lambda/\pi\, I`
             (``inverse="cholesky"``; empty for ``inverse="eigh"``).
+        damping: the damping :math:`\lambda` in use (adapted by ``adaptive_damping``, else
+            the ``damping`` argument of the last update).
+        rho: the last Levenberg-Marquardt reduction ratio (``nan`` until one is measured).
     """
 
     count: jax.Array
@@ -60,6 +63,32 @@ class ScaleByKFACState(NamedTuple):
     diagonals: tuple[jax.Array, ...]
     inv_a: tuple[jax.Array, ...] = ()
     inv_g: tuple[jax.Array, ...] = ()
+    damping: jax.Array | tuple = ()
+    rho: jax.Array | tuple = ()
+
+
+_DAMPING_RANGE = (1e-8, 1e8)
+
+
+def _negative_log_likelihood(outputs, targets, output, noise_variance):
+    """Mean negative log-likelihood of the batch (up to a constant) under the model's outputs."""
+    f = outputs.astype(jnp.promote_types(outputs.dtype, jnp.float32))
+    if output == "categorical":
+        logp = jax.nn.log_softmax(f, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(logp, jnp.asarray(targets)[..., None], axis=-1))
+    r = f - jnp.asarray(targets, f.dtype)
+    return 0.5 * jnp.mean(jnp.sum(r.reshape(r.shape[0], -1) ** 2, axis=-1)) / noise_variance
+
+
+def _lm_damping(damping, rho, omega):
+    r"""The Levenberg-Marquardt rule for the damping :math:`\lambda`.
+
+    :math:`\lambda \omega` if :math:`\rho > 3/4`, :math:`\lambda / \omega` if
+    :math:`\rho < 1/4` (or not finite), else unchanged; clipped to a safe range.
+    """
+    new = jnp.where(rho > 0.75, damping * omega, damping)
+    new = jnp.where((rho < 0.25) | ~jnp.isfinite(rho), damping / omega, new)
+    return jnp.clip(new, *_DAMPING_RANGE).astype(damping.dtype)
 
 
 def _algebra_dtype(leaves) -> Any:
@@ -220,6 +249,18 @@ def kfac_matvec(plan: Plan, state: ScaleByKFACState, tangent: PyTree) -> PyTree:
     return jax.tree.unflatten(jax.tree.structure(tangent), out)
 
 
+def _fvp_leaves(plan: Plan, fa, fg, diags, leaves: list[Any]) -> list[Any]:
+    """The undamped K-FAC Fisher times the vector ``leaves`` (``None`` where not selected)."""
+    out: list[Any] = [None] * len(leaves)
+    for b, block in enumerate(plan.blocks):
+        v = block_matrix(block, leaves)
+        for i, leaf in unblock_matrix(block, fa[b] @ v @ fg[b], leaves).items():
+            out[i] = leaf
+    for i, dg in zip(plan.diagonal, diags):
+        out[i] = dg * leaves[i]
+    return out
+
+
 def _resolve_inverse(inverse, damping_split):
     if inverse is None:
         return "eigh" if damping_split == "exact" else "cholesky"
@@ -263,6 +304,9 @@ def scale_by_kfac(
     damping_split: Literal["pi", "exact"] = "pi",
     inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
+    adaptive_damping: bool = False,
+    damping_every: int = 5,
+    damping_omega: float | None = None,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
@@ -302,6 +346,21 @@ def scale_by_kfac(
     ``max_kl`` at learning rate 1 (KL clipping): this keeps the early steps, taken while the
     curvature estimate is still poor, from overshooting. ``max_kl=None`` turns it off.
 
+    With ``adaptive_damping=True`` the damping follows the Levenberg-Marquardt rule of
+    Martens & Grosse (2015, Sec. 6.5): every ``damping_every`` (:math:`T_1`) steps the
+    reduction ratio of the unit step :math:`\delta = -d` (the step at learning rate 1),
+
+    .. math::
+        \rho = \frac{h(\theta + \delta) - h(\theta)}{M(\delta)}, \qquad
+        M(\delta) = \nabla h^\top \delta + \tfrac12 \delta^\top (\hat F + \lambda I) \delta,
+
+    is measured on the batch, with :math:`h` the mean negative log-likelihood of the observed
+    targets (the gradient passed to ``update`` must be its gradient) and :math:`\hat F` the
+    Kronecker-factored Fisher; then :math:`\lambda \leftarrow \omega\lambda` if
+    :math:`\rho > 3/4`, :math:`\lambda \leftarrow \lambda/\omega` if :math:`\rho < 1/4`,
+    :math:`\omega = (19/20)^{T_1}`. It costs two forward passes every :math:`T_1` steps. The
+    damping in use and the last :math:`\rho` are in the state.
+
     Args:
         apply: the model, in any form :func:`predictive_fisher` takes (a function
             ``apply(params, inputs)``, an equinox module, a flax nnx or linen module, a haiku
@@ -330,6 +389,11 @@ def scale_by_kfac(
             ``damping_split="pi"``) or ``"eigh"`` (eigendecompositions, the default and only
             choice with ``damping_split="exact"``); ``None`` picks the default.
         max_kl: bound on the step's KL divergence (at learning rate 1), or ``None``.
+        adaptive_damping: adapt ``damping`` by the Levenberg-Marquardt rule (see above);
+            ``damping`` is then the initial value. Needs the batch's observed targets
+            (``targets_of``).
+        damping_every: measure the reduction ratio every this many steps (:math:`T_1`).
+        damping_omega: the factor :math:`\omega < 1`; default :math:`(19/20)^{T_1}`.
         noise_variance: :math:`\sigma^2` of the Gaussian output.
         batch_arg: name of the extra argument of ``update`` carrying the batch.
         inputs_of: ``inputs_of(batch) -> inputs``; default ``batch[0]`` for a tuple batch,
@@ -376,6 +440,11 @@ def scale_by_kfac(
         2017 (KL clipping).
     """
     _check_options(output, estimator, damping_split, curvature_every, inverse_every, decay)
+    if not isinstance(damping_every, int) or damping_every < 1:
+        raise ValueError(f"`damping_every` must be a positive int, got {damping_every!r}.")
+    if damping_omega is not None and not 0.0 < damping_omega < 1.0:
+        raise ValueError(f"`damping_omega` must be in (0, 1), got {damping_omega!r}.")
+    omega = (19.0 / 20.0) ** damping_every if damping_omega is None else damping_omega
     inverse = _resolve_inverse(inverse, damping_split)
     if isinstance(damping, (int, float)) and damping <= 0:
         raise ValueError(f"`damping` must be positive, got {damping!r}.")
@@ -429,7 +498,42 @@ def scale_by_kfac(
             diagonals=tuple(jnp.zeros(np.shape(leaves[i]), dtype) for i in plan.diagonal),
             inv_a=() if eig else tuple(eye(d) for d in da),
             inv_g=() if eig else tuple(eye(d) for d in dg),
+            damping=jnp.asarray(damping, dtype),
+            rho=jnp.asarray(jnp.nan, dtype),
         )
+
+    def lm_update(plan, params, inputs, targets, g32, d, fa, fg, diags, damp, state):
+        """Reduction ratio of the unit step -d and the Levenberg-Marquardt damping update."""
+
+        def measure(_):
+            leaves = jax.tree.leaves(params)
+            moved = list(leaves)
+            delta = [None if x is None else -x for x in d]
+            for i, x in enumerate(delta):
+                if x is not None:
+                    moved[i] = leaves[i] + x.astype(leaves[i].dtype)
+            nll = lambda ls: _negative_log_likelihood(
+                model(jax.tree.unflatten(plan.params_treedef, ls), inputs),
+                targets,
+                output,
+                noise_variance,
+            )
+            h0, h1 = nll(leaves), nll(moved)
+            if axis_name is not None:
+                h0, h1 = jax.lax.pmean((h0, h1), axis_name)
+            fd = _fvp_leaves(plan, fa, fg, diags, delta)
+            pairs = [(x, g, f) for x, g, f in zip(delta, g32, fd) if x is not None]
+            model_change = sum(
+                jnp.vdot(g, x) + 0.5 * jnp.vdot(x, f) + 0.5 * damp * jnp.vdot(x, x)
+                for x, g, f in pairs
+            )
+            rho = ((h1 - h0) / model_change).astype(damp.dtype)
+            return _lm_damping(damp, rho, omega), rho
+
+        def skip(_):
+            return damp, state.rho
+
+        return jax.lax.cond(state.count % damping_every == damping_every - 1, measure, skip, None)
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "scale_by_kfac / kfac")
@@ -440,7 +544,8 @@ def scale_by_kfac(
             )
         batch = extra_args[batch_arg]
         inputs = get_inputs(batch)
-        targets = get_targets(batch) if estimator == "empirical" else None
+        need_targets = estimator == "empirical" or adaptive_damping
+        targets = get_targets(batch) if need_targets else None
         p_leaves, p_def = jax.tree.flatten(params, is_leaf=_is_masked)
         selected = params
         if any(_is_masked(x) for x in p_leaves):
@@ -484,7 +589,7 @@ def scale_by_kfac(
                 state.count % curvature_every == 0, refresh, keep, None
             )
 
-        damp = jnp.asarray(damping, dtype)
+        damp = state.damping if adaptive_damping else jnp.asarray(damping, dtype)
 
         def invert(_):
             if inverse == "cholesky":
@@ -546,6 +651,11 @@ def scale_by_kfac(
             eps = jnp.asarray(max_kl, dtype)
             scale = jnp.minimum(1.0, jnp.sqrt(eps / jnp.maximum(quad, jnp.finfo(dtype).tiny)))
             out = [x if x is None else x * scale for x in out]
+        new_damping, rho = damp, state.rho
+        if adaptive_damping:
+            new_damping, rho = lm_update(
+                plan, params, inputs, targets, g32, out, fa, fg, diags, damp, state
+            )
         out = [g if g is None or _is_masked(g) else x for g, x in zip(g_leaves, out)]
         new_updates = cast_like(jax.tree.unflatten(p_def, out), updates)
         new_state = ScaleByKFACState(
@@ -561,6 +671,8 @@ def scale_by_kfac(
             diagonals=diags,
             inv_a=inv_a,
             inv_g=inv_g,
+            damping=new_damping,
+            rho=rho,
         )
         return new_updates, new_state
 
@@ -582,6 +694,9 @@ def kfac(
     damping_split: Literal["pi", "exact"] = "pi",
     inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
+    adaptive_damping: bool = False,
+    damping_every: int = 5,
+    damping_omega: float | None = None,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
@@ -611,6 +726,9 @@ def kfac(
         estimator: ``"sampled"``, ``"exact"`` or ``"empirical"``.
         damping_split: ``"pi"`` or ``"exact"``.
         max_kl: optional KL bound of the step.
+        adaptive_damping: Levenberg-Marquardt damping (see :func:`scale_by_kfac`).
+        damping_every: steps between two damping adaptations.
+        damping_omega: the adaptation factor.
         noise_variance: Gaussian output variance.
         batch_arg: name of the batch extra argument.
         inputs_of: inputs from the batch.
@@ -659,6 +777,9 @@ def kfac(
             damping_split=damping_split,
             inverse=inverse,
             max_kl=max_kl,
+            adaptive_damping=adaptive_damping,
+            damping_every=damping_every,
+            damping_omega=damping_omega,
             noise_variance=noise_variance,
             batch_arg=batch_arg,
             inputs_of=inputs_of,
