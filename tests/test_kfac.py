@@ -624,8 +624,7 @@ def test_levenberg_marquardt_damping_ratio_and_rule():
         estimator="exact",
         damping=lam,
         max_kl=None,
-        adaptive_damping=True,
-        damping_every=1,
+        adapt_damping_every=1,
     )
     grads = jax.grad(loss)(params)
     state = opt.init(params)
@@ -651,3 +650,18 @@ def test_levenberg_marquardt_damping_ratio_and_rule():
     assert [rule(0.9), rule(0.5), rule(0.1), rule(-3.0), rule(np.nan)] == [1.0, 2.0, 4.0, 4.0, 4.0]
     with pytest.raises(ValueError, match="damping_omega"):
         scale_by_kfac(apply, "gaussian", example_inputs=x, damping_omega=1.5)
+
+
+def test_learning_rate_injectable_without_recompiling():
+    params, apply, x = _deep_linear()
+    opt = optax.inject_hyperparams(
+        kfac, static_args=("apply", "output", "example_inputs", "curvature_every", "inverse_every")
+    )(learning_rate=0.1, apply=apply, output="gaussian", example_inputs=x)
+    update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
+    grads = jax.tree.map(jnp.ones_like, params)
+    state = opt.init(params)
+    u1, _ = update(grads, state, params, batch=x)
+    state.hyperparams["learning_rate"] = jnp.full_like(state.hyperparams["learning_rate"], 0.3)
+    u3, _ = update(grads, state, params, batch=x)  # same state otherwise: 3x the step
+    for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u3)):
+        np.testing.assert_allclose(b, 3.0 * a, rtol=1e-10, atol=1e-14)

@@ -46,7 +46,7 @@ class ScaleByKFACState(NamedTuple):
             (``inverse="cholesky"``; the four eigen-fields are then empty).
         inv_g: inverse of each damped :math:`G + \sqrt\lambda/\pi\, I`
             (``inverse="cholesky"``; empty for ``inverse="eigh"``).
-        damping: the damping :math:`\lambda` in use (adapted by ``adaptive_damping``, else
+        damping: the damping :math:`\lambda` in use (adapted with ``adapt_damping_every``, else
             the ``damping`` argument of the last update).
         rho: the last Levenberg-Marquardt reduction ratio (``nan`` until one is measured).
     """
@@ -304,8 +304,7 @@ def scale_by_kfac(
     damping_split: Literal["pi", "exact"] = "pi",
     inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
-    adaptive_damping: bool = False,
-    damping_every: int = 5,
+    adapt_damping_every: int | None = None,
     damping_omega: float | None = None,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
@@ -346,8 +345,8 @@ def scale_by_kfac(
     ``max_kl`` at learning rate 1 (KL clipping): this keeps the early steps, taken while the
     curvature estimate is still poor, from overshooting. ``max_kl=None`` turns it off.
 
-    With ``adaptive_damping=True`` the damping follows the Levenberg-Marquardt rule of
-    Martens & Grosse (2015, Sec. 6.5): every ``damping_every`` (:math:`T_1`) steps the
+    With ``adapt_damping_every`` set, the damping follows the Levenberg-Marquardt rule of
+    Martens & Grosse (2015, Sec. 6.5): every ``adapt_damping_every`` (:math:`T_1`) steps the
     reduction ratio of the unit step :math:`\delta = -d` (the step at learning rate 1),
 
     .. math::
@@ -389,10 +388,10 @@ def scale_by_kfac(
             ``damping_split="pi"``) or ``"eigh"`` (eigendecompositions, the default and only
             choice with ``damping_split="exact"``); ``None`` picks the default.
         max_kl: bound on the step's KL divergence (at learning rate 1), or ``None``.
-        adaptive_damping: adapt ``damping`` by the Levenberg-Marquardt rule (see above);
-            ``damping`` is then the initial value. Needs the batch's observed targets
-            (``targets_of``).
-        damping_every: measure the reduction ratio every this many steps (:math:`T_1`).
+        adapt_damping_every: adapt ``damping`` by the Levenberg-Marquardt rule (see above)
+            every this many steps (:math:`T_1`, e.g. 5); ``damping`` is then the initial
+            value. Needs the batch's observed targets (``targets_of``). ``None`` (default):
+            the damping is fixed.
         damping_omega: the factor :math:`\omega < 1`; default :math:`(19/20)^{T_1}`.
         noise_variance: :math:`\sigma^2` of the Gaussian output.
         batch_arg: name of the extra argument of ``update`` carrying the batch.
@@ -440,9 +439,16 @@ def scale_by_kfac(
         2017 (KL clipping).
     """
     _check_options(output, estimator, damping_split, curvature_every, inverse_every, decay)
-    if not isinstance(damping_every, int) or damping_every < 1:
-        raise ValueError(f"`damping_every` must be a positive int, got {damping_every!r}.")
-    if damping_omega is not None and not 0.0 < damping_omega < 1.0:
+    # Python numbers are checked here; arrays (optax.inject_hyperparams) are taken as given.
+    adaptive_damping = adapt_damping_every is not None
+    damping_every = 1 if adapt_damping_every is None else adapt_damping_every
+    if isinstance(damping_every, (int, float)) and (
+        damping_every < 1 or int(damping_every) != damping_every
+    ):
+        raise ValueError(
+            f"`adapt_damping_every` must be a positive int or None, got {adapt_damping_every!r}."
+        )
+    if isinstance(damping_omega, (int, float)) and not 0.0 < damping_omega < 1.0:
         raise ValueError(f"`damping_omega` must be in (0, 1), got {damping_omega!r}.")
     omega = (19.0 / 20.0) ** damping_every if damping_omega is None else damping_omega
     inverse = _resolve_inverse(inverse, damping_split)
@@ -694,8 +700,7 @@ def kfac(
     damping_split: Literal["pi", "exact"] = "pi",
     inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
-    adaptive_damping: bool = False,
-    damping_every: int = 5,
+    adapt_damping_every: int | None = None,
     damping_omega: float | None = None,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
@@ -726,8 +731,8 @@ def kfac(
         estimator: ``"sampled"``, ``"exact"`` or ``"empirical"``.
         damping_split: ``"pi"`` or ``"exact"``.
         max_kl: optional KL bound of the step.
-        adaptive_damping: Levenberg-Marquardt damping (see :func:`scale_by_kfac`).
-        damping_every: steps between two damping adaptations.
+        adapt_damping_every: Levenberg-Marquardt damping every this many steps, or ``None``
+            (see :func:`scale_by_kfac`).
         damping_omega: the adaptation factor.
         noise_variance: Gaussian output variance.
         batch_arg: name of the batch extra argument.
@@ -777,8 +782,7 @@ def kfac(
             damping_split=damping_split,
             inverse=inverse,
             max_kl=max_kl,
-            adaptive_damping=adaptive_damping,
-            damping_every=damping_every,
+            adapt_damping_every=adapt_damping_every,
             damping_omega=damping_omega,
             noise_variance=noise_variance,
             batch_arg=batch_arg,
