@@ -658,7 +658,9 @@ def kfac_blocks(
     gets a Kronecker block :math:`A \otimes G` of shapes ``(d_in, d_in)`` and
     ``(d_out, d_out)``; a leaf added to such a product's output is its bias (one more row of
     ``A``, the homogeneous coordinate); a weight used in several products sums its uses. Every
-    other inexact leaf gets a diagonal block.
+    other inexact leaf gets a diagonal block, among them a weight used inside control flow
+    (``lax.scan``, ``while_loop``, ``cond``: a scanned or recurrent layer), whose uses are not
+    split into per-step products: its block is the exact Fisher diagonal's estimate instead.
 
     Args:
         apply: the model, in any form :func:`predictive_fisher` takes (a function
