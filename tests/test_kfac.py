@@ -442,6 +442,16 @@ def test_dtypes_kept_and_factor_algebra_in_float32(dtype):
     for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
         assert u.dtype == p.dtype and bool(jnp.all(jnp.isfinite(u.astype(jnp.float32))))
     assert state[0].factors_a[0].dtype == jnp.float32
+    # Levenberg-Marquardt damping: the ratio is measured in float32 at least, and a step along
+    # a direction that is not the loss's gradient (ones here) raises the damping.
+    opt = kfac(0.1, apply, "gaussian", example_inputs=x, adapt_damping_every=1)
+    y = jnp.ones((8, 2), dtype)
+    updates, state = jax.jit(opt.update)(grads, opt.init(params), params, batch=(x, y))
+    assert all(
+        u.dtype == p.dtype for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params))
+    )
+    assert state[0].rho.dtype == jnp.float32 and float(state[0].rho) < 0.25
+    assert float(state[0].damping) > 1e-2
 
 
 @pytest.mark.parametrize("inverse", ["eigh", "cholesky"])
