@@ -370,7 +370,7 @@ def _adam(lr):
     return lambda prob, model, apply: optax.adam(lr)
 
 
-def _kfac(lr, damping, decay, curvature_every=1, inverse_every=10, max_kl=1e-2):
+def _kfac(lr, damping, decay, curvature_every=1, inverse_every=10, max_kl=1e-2, momentum=None):
     def make(prob, model, apply):
         example = jax.tree.map(lambda a: a[: prob.batch_size or a.shape[0]], prob.data[0])
         return kfac(
@@ -383,6 +383,7 @@ def _kfac(lr, damping, decay, curvature_every=1, inverse_every=10, max_kl=1e-2):
             curvature_every=curvature_every,
             inverse_every=inverse_every,
             max_kl=max_kl,
+            momentum=momentum,
         )
 
     return make
@@ -416,24 +417,25 @@ def peers(prob: Problem, quick: bool) -> list[tuple[str, str, Callable, Any, int
     every = len(prob.targets)
     out = [("adam (tuned lr)", f"lr={lr}", _adam(lr), None, every) for lr in adam_lrs]
     # One grid for every problem, no larger than Adam's: (damping, decay, curvature_every,
-    # inverse_every, max_kl), learning rate 1.
+    # inverse_every, max_kl, momentum), learning rate 1.
     kfac_grid = [
-        (1e-2, 0.9, 1, 10, 1e-2),  # the defaults
-        (1e-2, 0.9, 10, 10, 1e-2),
-        (1e-2, 0.5, 5, 5, 1e-2),
-        (1e-3, 0.9, 5, 5, 1e-1),
+        (1e-2, 0.9, 1, 10, 1e-2, None),  # the defaults
+        (1e-2, 0.9, 10, 10, 1e-2, None),
+        (1e-2, 0.5, 5, 5, 1e-2, None),
+        (1e-3, 0.9, 5, 5, 1e-1, 0.5),
     ]
     if not quick:
-        kfac_grid += [(3e-3, 0.9, 5, 5, 1e-1)]
+        kfac_grid += [(1e-3, 0.9, 5, 5, 1e-1, None)]
     out += [
         (
             "kfac (ours, tuned)",
-            f"damping={d}, decay={decay}, curvature_every={ce}, inverse_every={ie}, max_kl={kl}",
-            _kfac(1.0, d, decay, ce, ie, kl),
+            f"damping={d}, decay={decay}, curvature_every={ce}, inverse_every={ie}, max_kl={kl}"
+            + ("" if mom is None else f", momentum={mom}"),
+            _kfac(1.0, d, decay, ce, ie, kl, mom),
             None,
             every,
         )
-        for d, decay, ce, ie, kl in kfac_grid
+        for d, decay, ce, ie, kl, mom in kfac_grid
     ]
     # The slow peers chase the first (loose) target only.
     out += [("natural_gradient CG(10)", "lr=1, damping=1e-2", _cg(1e-2), None, 1)]

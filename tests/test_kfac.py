@@ -675,3 +675,19 @@ def test_learning_rate_injectable_without_recompiling():
     u3, _ = update(grads, state, params, batch=x)  # same state otherwise: 3x the step
     for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u3)):
         np.testing.assert_allclose(b, 3.0 * a, rtol=1e-10, atol=1e-14)
+
+
+def test_kfac_momentum_is_heavy_ball_on_the_preconditioned_direction():
+    params, apply, x = _deep_linear()
+    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    opt = kfac(0.1, apply, "gaussian", example_inputs=x, momentum=0.5)
+    inner = scale_by_kfac(apply, "gaussian", example_inputs=x)
+    state, inner_state = opt.init(params), inner.init(params)
+    update, inner_update = jax.jit(opt.update), jax.jit(inner.update)
+    m = jax.tree.map(jnp.zeros_like, params)
+    for _ in range(3):  # m <- 0.5 m + d, step -0.1 m
+        updates, state = update(grads, state, params, batch=x)
+        d, inner_state = inner_update(grads, inner_state, params, batch=x)
+        m = jax.tree.map(lambda m, d: 0.5 * m + d, m, d)
+        for u, mm in zip(jax.tree.leaves(updates), jax.tree.leaves(m)):
+            np.testing.assert_allclose(u, -0.1 * mm, rtol=1e-10, atol=1e-14)

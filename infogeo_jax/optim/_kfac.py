@@ -690,6 +690,7 @@ def kfac(
     apply: Callable[[PyTree, Any], jax.Array],
     output: Literal["categorical", "gaussian"],
     *,
+    momentum: float | jax.Array | None = None,
     example_inputs: Any = None,
     example_params: Any = None,
     damping: float | jax.Array = 1e-2,
@@ -711,7 +712,9 @@ def kfac(
 ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC: :math:`\theta \leftarrow \theta - \alpha \hat F^{-1} g`, a Kronecker-factored Fisher.
 
-    :func:`scale_by_kfac` chained with ``optax.scale_by_learning_rate``; see there for the
+    :func:`scale_by_kfac` chained with ``optax.scale_by_learning_rate`` (and, with
+    ``momentum``, heavy-ball momentum on the preconditioned direction in between,
+    :math:`m \leftarrow \beta m + \hat F^{-1} g`, ``optax.trace``); see there for the
     arguments. ``update(grads, state, params, batch=batch)``. To change the learning rate or
     the damping during training without recompiling, use
     ``optax.inject_hyperparams(kfac, static_args=("apply", "output", ...))``.
@@ -720,6 +723,8 @@ def kfac(
         learning_rate: step size :math:`\alpha` or an optax schedule.
         apply: ``apply(params, inputs) -> outputs`` (batch-leading).
         output: ``"categorical"`` or ``"gaussian"``.
+        momentum: heavy-ball momentum :math:`\beta` of the preconditioned direction, or
+            ``None`` (none).
         example_inputs: a batch of inputs, used by ``init`` to find the blocks.
         example_params: the whole parameters, for ``init`` inside ``optax.masked`` (see
             :func:`scale_by_kfac`).
@@ -791,5 +796,6 @@ def kfac(
             seed=seed,
             axis_name=axis_name,
         ),
+        optax.identity() if momentum is None else optax.trace(decay=momentum),
         optax.scale_by_learning_rate(learning_rate),
     )
