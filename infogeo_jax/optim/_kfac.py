@@ -773,29 +773,31 @@ def kfac(
         Martens & Grosse, *Optimizing neural networks with Kronecker-factored approximate
         curvature*, ICML 2015.
     """
+    inner = scale_by_kfac(
+        apply,
+        output,
+        example_inputs=example_inputs,
+        example_params=example_params,
+        damping=damping,
+        decay=decay,
+        curvature_every=curvature_every,
+        inverse_every=inverse_every,
+        estimator=estimator,
+        damping_split=damping_split,
+        inverse=inverse,
+        max_kl=max_kl,
+        adapt_damping_every=adapt_damping_every,
+        damping_omega=damping_omega,
+        noise_variance=noise_variance,
+        batch_arg=batch_arg,
+        inputs_of=inputs_of,
+        targets_of=targets_of,
+        seed=seed,
+        axis_name=axis_name,
+    )
+
+    if momentum is None:  # the state of the two-part chain, as without the option
+        return optax.chain(inner, optax.scale_by_learning_rate(learning_rate))
     return optax.chain(
-        scale_by_kfac(
-            apply,
-            output,
-            example_inputs=example_inputs,
-            example_params=example_params,
-            damping=damping,
-            decay=decay,
-            curvature_every=curvature_every,
-            inverse_every=inverse_every,
-            estimator=estimator,
-            damping_split=damping_split,
-            inverse=inverse,
-            max_kl=max_kl,
-            adapt_damping_every=adapt_damping_every,
-            damping_omega=damping_omega,
-            noise_variance=noise_variance,
-            batch_arg=batch_arg,
-            inputs_of=inputs_of,
-            targets_of=targets_of,
-            seed=seed,
-            axis_name=axis_name,
-        ),
-        optax.identity() if momentum is None else optax.trace(decay=momentum),
-        optax.scale_by_learning_rate(learning_rate),
+        inner, optax.trace(decay=momentum), optax.scale_by_learning_rate(learning_rate)
     )
