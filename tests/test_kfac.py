@@ -159,6 +159,53 @@ def test_blocks_plain_jnp_layouts_and_tied_weight():
     }
 
 
+def _recurrent():
+    """A tanh RNN under ``lax.scan`` (W, U, b inside the scan) with a dense read-out V, c."""
+    k = jax.random.split(KEY, 5)
+    params = {
+        "U": 0.5 * jax.random.normal(k[0], (3, 4)),
+        "W": 0.5 * jax.random.normal(k[1], (4, 4)),
+        "b": 0.1 * jax.random.normal(k[2], (4,)),
+        "V": 0.5 * jax.random.normal(k[3], (4, 2)),
+        "c": jnp.zeros((2,)),
+    }
+
+    def apply(p, xs):  # xs: (batch, time, 3)
+        def cell(h, x_t):
+            return jnp.tanh(h @ p["W"] + x_t @ p["U"] + p["b"]), None
+
+        h, _ = jax.lax.scan(cell, jnp.zeros((xs.shape[0], 4), xs.dtype), jnp.swapaxes(xs, 0, 1))
+        return h @ p["V"] + p["c"]
+
+    return params, apply, jax.random.normal(k[4], (6, 5, 3))
+
+
+def test_scanned_weights_fall_back_to_exact_diagonal_blocks():
+    # Leaves used inside lax.scan are not split into per-step sites: they get diagonal blocks,
+    # shown by kfac_blocks; the read-out after the scan keeps its Kronecker block.
+    params, apply, xs = _recurrent()
+    got = {(b.path, b.kind, b.bias_path, b.factor_shapes) for b in kfac_blocks(apply, params, xs)}
+    assert got == {
+        ("['U']", "diagonal", None, ((3, 4),)),
+        ("['W']", "diagonal", None, ((4, 4),)),
+        ("['b']", "diagonal", None, ((4,),)),
+        ("['V']", "dense", "['c']", ((5, 5), (2, 2))),
+    }
+    # On one example, the "exact" estimator's diagonal is exactly diag(J^T J) (Gaussian output,
+    # unit variance: F = J^T J, Martens 2020, Sec. 9.2), and the update is g / (diag + damping).
+    x1 = xs[:1]
+    opt = scale_by_kfac(apply, "gaussian", example_inputs=x1, estimator="exact", max_kl=None)
+    state = opt.init(params)
+    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    updates, state = jax.jit(opt.update)(grads, state, params, batch=x1)
+    jac = jax.jacobian(lambda p: apply(p, x1)[0])(params)
+    for name, diag in zip(("U", "W", "b"), state.diagonals):
+        j = jac[name].reshape(2, -1)
+        want = jnp.sum(j**2, axis=0).reshape(params[name].shape)
+        np.testing.assert_allclose(diag, want, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(updates[name], grads[name] / (want + 1e-2), rtol=1e-10)
+
+
 # ---------------------------------------------------------------------------------------------
 # Captured statistics: sum over rows of a g^T is the gradient (checks layouts and patches).
 
@@ -395,6 +442,16 @@ def test_dtypes_kept_and_factor_algebra_in_float32(dtype):
     for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
         assert u.dtype == p.dtype and bool(jnp.all(jnp.isfinite(u.astype(jnp.float32))))
     assert state[0].factors_a[0].dtype == jnp.float32
+    # Levenberg-Marquardt damping: the ratio is measured in float32 at least, and a step along
+    # a direction that is not the loss's gradient (ones here) raises the damping.
+    opt = kfac(0.1, apply, "gaussian", example_inputs=x, adapt_damping_every=1)
+    y = jnp.ones((8, 2), dtype)
+    updates, state = jax.jit(opt.update)(grads, opt.init(params), params, batch=(x, y))
+    assert all(
+        u.dtype == p.dtype for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params))
+    )
+    assert state[0].rho.dtype == jnp.float32 and float(state[0].rho) < 0.25
+    assert float(state[0].damping) > 1e-2
 
 
 @pytest.mark.parametrize("inverse", ["eigh", "cholesky"])
@@ -499,3 +556,138 @@ def test_data_parallel_statistics_equal_the_single_device_ones(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK 4" in proc.stdout
+
+
+def test_masked_and_multi_transform_precondition_the_selected_leaves_with_the_full_model():
+    params, apply, x = _deep_linear()
+    apply2 = lambda p, x: jnp.tanh(apply(p, x))
+    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    kw = dict(example_inputs=x, estimator="exact", damping=0.3, max_kl=None)
+    whole = scale_by_kfac(apply2, "categorical", **kw)
+    full_updates, full_state = jax.jit(whole.update)(grads, whole.init(params), params, batch=x)
+
+    # multi_transform: K-FAC on the second layer, Adam on the first. The second layer's block
+    # and its statistics do not depend on the first layer being frozen for K-FAC.
+    labels = {"W1": "adam", "b1": "adam", "W2": "kfac", "b2": "kfac"}
+    inner = scale_by_kfac(apply2, "categorical", example_params=params, **kw)
+    opt = optax.multi_transform({"kfac": inner, "adam": optax.scale_by_adam()}, labels)
+    update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
+    state = opt.init(params)
+    for _ in range(2):  # the same trace twice
+        updates, state = update(grads, state, params, batch=x, full_params=params)
+    adam_updates, _ = optax.scale_by_adam().update(grads, optax.scale_by_adam().init(params))
+    for name in ("W2", "b2"):
+        np.testing.assert_allclose(updates[name], full_updates[name], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(updates["W1"], adam_updates["W1"], rtol=1e-10, atol=1e-12)
+
+    # masked, selecting W1 (its bias frozen) and b2 (its weight frozen), on one example: W1's
+    # block loses the bias row of A (pi recomputed); b2 gets a diagonal block, whose "exact"
+    # estimate on one example is diag(G) of the second layer's full block (bias input 1).
+    x1 = x[:1]
+    whole1 = scale_by_kfac(apply2, "categorical", **{**kw, "example_inputs": x1})
+    _, s1 = jax.jit(whole1.update)(grads, whole1.init(params), params, batch=x1)
+    mask = {"W1": True, "b1": False, "W2": False, "b2": True}
+    masked = optax.masked(
+        scale_by_kfac(apply2, "categorical", example_params=params, **{**kw, "example_inputs": x1}),
+        mask,
+    )
+    mu, ms = jax.jit(masked.update)(
+        grads, masked.init(params), params, batch=x1, full_params=params
+    )
+    a, g, lam = np.asarray(s1.factors_a[0])[:-1, :-1], np.asarray(s1.factors_g[0]), 0.3
+    pi = np.sqrt((np.trace(a) / a.shape[0]) / (np.trace(g) / g.shape[0]))
+    want = np.linalg.solve(
+        np.kron(
+            a + pi * np.sqrt(lam) * np.eye(a.shape[0]), g + np.sqrt(lam) / pi * np.eye(g.shape[0])
+        ),
+        np.asarray(grads["W1"]).ravel(),
+    )
+    np.testing.assert_allclose(np.asarray(mu["W1"]).ravel(), want, rtol=1e-10, atol=1e-12)
+    (diag,) = ms.inner_state.diagonals
+    np.testing.assert_allclose(diag, np.diag(s1.factors_g[1]), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(mu["b2"], grads["b2"] / (diag + lam), rtol=1e-10, atol=1e-14)
+    for name in ("b1", "W2"):  # optax.masked passes the frozen leaves' gradients through
+        np.testing.assert_array_equal(mu[name], grads[name])
+
+    with pytest.raises(ValueError, match="full_params"):
+        masked.update(grads, masked.init(params), params, batch=x1)
+    with pytest.raises(ValueError, match="example_params"):
+        optax.masked(scale_by_kfac(apply2, "categorical", example_inputs=x1), mask).init(params)
+
+
+def test_levenberg_marquardt_damping_ratio_and_rule():
+    # Linear model, Gaussian output, unit variance: h is exactly quadratic with Hessian F and
+    # K-FAC ("exact") is F itself, so rho = (g.d + d'Fd/2) / (g.d + d'Fd/2 + lam |d|^2 / 2)
+    # (Martens & Grosse 2015, Sec. 6.5), d = -update, computed here from the loss and the
+    # dense Fisher.
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    params = {"W": jax.random.normal(k1, (3, 2)), "b": jnp.zeros(2)}
+    apply = lambda p, x: x @ p["W"] + p["b"]
+    x = jax.random.normal(k2, (30, 3))
+    y = x @ jnp.ones((3, 2)) + 0.1 * jax.random.normal(k3, (30, 2))
+    loss = lambda p: 0.5 * jnp.mean(jnp.sum((apply(p, x) - y) ** 2, axis=-1))
+    lam = 0.5
+    opt = scale_by_kfac(
+        apply,
+        "gaussian",
+        example_inputs=x,
+        estimator="exact",
+        damping=lam,
+        max_kl=None,
+        adapt_damping_every=1,
+    )
+    grads = jax.grad(loss)(params)
+    state = opt.init(params)
+    update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
+    updates, state = update(grads, state, params, batch=(x, y))
+    delta = jax.tree.map(lambda u: -u, updates)
+    dv, unravel = ravel_pytree(delta)
+    fmat = predictive_fisher(apply, "gaussian")(params, batch=x).as_matrix()
+    gd = jnp.vdot(ravel_pytree(grads)[0], dv)
+    want = (loss(optax.apply_updates(params, delta)) - loss(params)) / (
+        gd + 0.5 * dv @ fmat @ dv + 0.5 * lam * dv @ dv
+    )
+    np.testing.assert_allclose(state.rho, want, rtol=1e-10, atol=1e-12)
+    omega = (19 / 20) ** 1
+    assert float(state.rho) > 0.75  # a good step: the damping shrinks
+    np.testing.assert_allclose(state.damping, lam * omega, rtol=1e-12)
+    _, state = update(grads, state, params, batch=(x, y))  # same trace, damping adapted again
+    np.testing.assert_allclose(state.damping, lam * omega**2, rtol=1e-12)
+
+    from infogeo_jax.optim._kfac import _lm_damping
+
+    rule = lambda r: float(_lm_damping(jnp.asarray(2.0), jnp.asarray(r), 0.5))
+    assert [rule(0.9), rule(0.5), rule(0.1), rule(-3.0), rule(np.nan)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    with pytest.raises(ValueError, match="damping_omega"):
+        scale_by_kfac(apply, "gaussian", example_inputs=x, damping_omega=1.5)
+
+
+def test_learning_rate_injectable_without_recompiling():
+    params, apply, x = _deep_linear()
+    opt = optax.inject_hyperparams(
+        kfac, static_args=("apply", "output", "example_inputs", "curvature_every", "inverse_every")
+    )(learning_rate=0.1, apply=apply, output="gaussian", example_inputs=x)
+    update = jax.jit(eqx.debug.assert_max_traces(opt.update, max_traces=1))
+    grads = jax.tree.map(jnp.ones_like, params)
+    state = opt.init(params)
+    u1, _ = update(grads, state, params, batch=x)
+    state.hyperparams["learning_rate"] = jnp.full_like(state.hyperparams["learning_rate"], 0.3)
+    u3, _ = update(grads, state, params, batch=x)  # same state otherwise: 3x the step
+    for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u3)):
+        np.testing.assert_allclose(b, 3.0 * a, rtol=1e-10, atol=1e-14)
+
+
+def test_kfac_momentum_is_heavy_ball_on_the_preconditioned_direction():
+    params, apply, x = _deep_linear()
+    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    opt = kfac(0.1, apply, "gaussian", example_inputs=x, momentum=0.5)
+    inner = scale_by_kfac(apply, "gaussian", example_inputs=x)
+    state, inner_state = opt.init(params), inner.init(params)
+    update, inner_update = jax.jit(opt.update), jax.jit(inner.update)
+    m = jax.tree.map(jnp.zeros_like, params)
+    for _ in range(3):  # m <- 0.5 m + d, step -0.1 m
+        updates, state = update(grads, state, params, batch=x)
+        d, inner_state = inner_update(grads, inner_state, params, batch=x)
+        m = jax.tree.map(lambda m, d: 0.5 * m + d, m, d)
+        for u, mm in zip(jax.tree.leaves(updates), jax.tree.leaves(m)):
+            np.testing.assert_allclose(u, -0.1 * mm, rtol=1e-10, atol=1e-14)

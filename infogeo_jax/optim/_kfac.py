@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from .._custom_types import PyTree
-from ._apply import as_apply
+from ._apply import _is_masked, as_apply, split_trainable
 from ._common import cast_like, require_params
 from ._kfac_blocks import (
     Plan,
@@ -20,6 +20,7 @@ from ._kfac_blocks import (
     input_rows,
     output_rows,
     perturbed_apply,
+    restrict_plan,
     unblock_matrix,
     zero_perturbations,
 )
@@ -45,6 +46,9 @@ class ScaleByKFACState(NamedTuple):
             (``inverse="cholesky"``; the four eigen-fields are then empty).
         inv_g: inverse of each damped :math:`G + \sqrt\lambda/\pi\, I`
             (``inverse="cholesky"``; empty for ``inverse="eigh"``).
+        damping: the damping :math:`\lambda` in use (adapted with ``adapt_damping_every``, else
+            the ``damping`` argument of the last update).
+        rho: the last Levenberg-Marquardt reduction ratio (``nan`` until one is measured).
     """
 
     count: jax.Array
@@ -59,6 +63,32 @@ class ScaleByKFACState(NamedTuple):
     diagonals: tuple[jax.Array, ...]
     inv_a: tuple[jax.Array, ...] = ()
     inv_g: tuple[jax.Array, ...] = ()
+    damping: jax.Array | tuple = ()
+    rho: jax.Array | tuple = ()
+
+
+_DAMPING_RANGE = (1e-8, 1e8)
+
+
+def _negative_log_likelihood(outputs, targets, output, noise_variance):
+    """Mean negative log-likelihood of the batch (up to a constant) under the model's outputs."""
+    f = outputs.astype(jnp.promote_types(outputs.dtype, jnp.float32))
+    if output == "categorical":
+        logp = jax.nn.log_softmax(f, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(logp, jnp.asarray(targets)[..., None], axis=-1))
+    r = f - jnp.asarray(targets, f.dtype)
+    return 0.5 * jnp.mean(jnp.sum(r.reshape(r.shape[0], -1) ** 2, axis=-1)) / noise_variance
+
+
+def _lm_damping(damping, rho, omega):
+    r"""The Levenberg-Marquardt rule for the damping :math:`\lambda`.
+
+    :math:`\lambda \omega` if :math:`\rho > 3/4`, :math:`\lambda / \omega` if
+    :math:`\rho < 1/4` (or not finite), else unchanged; clipped to a safe range.
+    """
+    new = jnp.where(rho > 0.75, damping * omega, damping)
+    new = jnp.where((rho < 0.25) | ~jnp.isfinite(rho), damping / omega, new)
+    return jnp.clip(new, *_DAMPING_RANGE).astype(damping.dtype)
 
 
 def _algebra_dtype(leaves) -> Any:
@@ -219,6 +249,18 @@ def kfac_matvec(plan: Plan, state: ScaleByKFACState, tangent: PyTree) -> PyTree:
     return jax.tree.unflatten(jax.tree.structure(tangent), out)
 
 
+def _fvp_leaves(plan: Plan, fa, fg, diags, leaves: list[Any]) -> list[Any]:
+    """The undamped K-FAC Fisher times the vector ``leaves`` (``None`` where not selected)."""
+    out: list[Any] = [None] * len(leaves)
+    for b, block in enumerate(plan.blocks):
+        v = block_matrix(block, leaves)
+        for i, leaf in unblock_matrix(block, fa[b] @ v @ fg[b], leaves).items():
+            out[i] = leaf
+    for i, dg in zip(plan.diagonal, diags):
+        out[i] = dg * leaves[i]
+    return out
+
+
 def _resolve_inverse(inverse, damping_split):
     if inverse is None:
         return "eigh" if damping_split == "exact" else "cholesky"
@@ -253,6 +295,7 @@ def scale_by_kfac(
     output: Literal["categorical", "gaussian"],
     *,
     example_inputs: Any = None,
+    example_params: Any = None,
     damping: float | jax.Array = 1e-2,
     decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
@@ -261,6 +304,8 @@ def scale_by_kfac(
     damping_split: Literal["pi", "exact"] = "pi",
     inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
+    adapt_damping_every: int | None = None,
+    damping_omega: float | None = None,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
@@ -300,6 +345,21 @@ def scale_by_kfac(
     ``max_kl`` at learning rate 1 (KL clipping): this keeps the early steps, taken while the
     curvature estimate is still poor, from overshooting. ``max_kl=None`` turns it off.
 
+    With ``adapt_damping_every`` set, the damping follows the Levenberg-Marquardt rule of
+    Martens & Grosse (2015, Sec. 6.5): every ``adapt_damping_every`` (:math:`T_1`) steps the
+    reduction ratio of the unit step :math:`\delta = -d` (the step at learning rate 1),
+
+    .. math::
+        \rho = \frac{h(\theta + \delta) - h(\theta)}{M(\delta)}, \qquad
+        M(\delta) = \nabla h^\top \delta + \tfrac12 \delta^\top (\hat F + \lambda I) \delta,
+
+    is measured on the batch, with :math:`h` the mean negative log-likelihood of the observed
+    targets (the gradient passed to ``update`` must be its gradient) and :math:`\hat F` the
+    Kronecker-factored Fisher; then :math:`\lambda \leftarrow \omega\lambda` if
+    :math:`\rho > 3/4`, :math:`\lambda \leftarrow \lambda/\omega` if :math:`\rho < 1/4`,
+    :math:`\omega = (19/20)^{T_1}`. It costs two forward passes every :math:`T_1` steps. The
+    damping in use and the last :math:`\rho` are in the state.
+
     Args:
         apply: the model, in any form :func:`predictive_fisher` takes (a function
             ``apply(params, inputs)``, an equinox module, a flax nnx or linen module, a haiku
@@ -308,6 +368,13 @@ def scale_by_kfac(
         output: ``"categorical"`` or ``"gaussian"``, as for :func:`predictive_fisher`.
         example_inputs: a batch of inputs (arrays or ``jax.ShapeDtypeStruct`` s) used by
             ``init`` to find the blocks and size the state; any batch size.
+        example_params: the whole parameters (arrays or ``jax.ShapeDtypeStruct`` s), needed
+            by ``init`` only inside ``optax.masked`` / ``optax.multi_transform``, where it
+            sees the selected leaves alone. There ``update`` also needs the whole current
+            parameters as the extra argument ``full_params=params``: the blocks are found and
+            the statistics taken on the full model, and only the selected leaves are
+            preconditioned (a selected weight whose bias is frozen keeps its block without
+            the bias row; a selected bias of a frozen weight gets a diagonal block).
         damping: Tikhonov damping :math:`\lambda > 0` of the Fisher.
         decay: moving-average factor of the curvature statistics.
         curvature_every: update the statistics every this many steps.
@@ -321,6 +388,11 @@ def scale_by_kfac(
             ``damping_split="pi"``) or ``"eigh"`` (eigendecompositions, the default and only
             choice with ``damping_split="exact"``); ``None`` picks the default.
         max_kl: bound on the step's KL divergence (at learning rate 1), or ``None``.
+        adapt_damping_every: adapt ``damping`` by the Levenberg-Marquardt rule (see above)
+            every this many steps (:math:`T_1`, e.g. 5); ``damping`` is then the initial
+            value. Needs the batch's observed targets (``targets_of``). ``None`` (default):
+            the damping is fixed.
+        damping_omega: the factor :math:`\omega < 1`; default :math:`(19/20)^{T_1}`.
         noise_variance: :math:`\sigma^2` of the Gaussian output.
         batch_arg: name of the extra argument of ``update`` carrying the batch.
         inputs_of: ``inputs_of(batch) -> inputs``; default ``batch[0]`` for a tuple batch,
@@ -338,9 +410,10 @@ def scale_by_kfac(
         batch=...)``.
 
     Raises:
-        ValueError: for unknown options, a missing ``example_inputs`` (in ``init``), missing
-            ``params`` or batch (in ``update``), or outputs that are not one batch-leading
-            array.
+        ValueError: for unknown options, a missing ``example_inputs`` (in ``init``; or
+            ``example_params`` under ``optax.masked``), missing ``params``, batch or (under
+            ``optax.masked``) ``full_params`` in ``update``, or outputs that are not one
+            batch-leading array.
 
     Example:
         >>> import jax, jax.numpy as jnp, optax
@@ -366,6 +439,18 @@ def scale_by_kfac(
         2017 (KL clipping).
     """
     _check_options(output, estimator, damping_split, curvature_every, inverse_every, decay)
+    # Python numbers are checked here; arrays (optax.inject_hyperparams) are taken as given.
+    adaptive_damping = adapt_damping_every is not None
+    damping_every = 1 if adapt_damping_every is None else adapt_damping_every
+    if isinstance(damping_every, (int, float)) and (
+        damping_every < 1 or int(damping_every) != damping_every
+    ):
+        raise ValueError(
+            f"`adapt_damping_every` must be a positive int or None, got {adapt_damping_every!r}."
+        )
+    if isinstance(damping_omega, (int, float)) and not 0.0 < damping_omega < 1.0:
+        raise ValueError(f"`damping_omega` must be in (0, 1), got {damping_omega!r}.")
+    omega = (19.0 / 20.0) ** damping_every if damping_omega is None else damping_omega
     inverse = _resolve_inverse(inverse, damping_split)
     if isinstance(damping, (int, float)) and damping <= 0:
         raise ValueError(f"`damping` must be positive, got {damping!r}.")
@@ -373,14 +458,33 @@ def scale_by_kfac(
     get_inputs = _default_inputs if inputs_of is None else inputs_of
     get_targets = _default_targets if targets_of is None else targets_of
 
+    def selected_plan(params: PyTree, full_params: PyTree, inputs: Any) -> Plan:
+        """The plan of the selected leaves (all of them outside ``optax.masked``)."""
+        p_leaves = jax.tree.leaves(params, is_leaf=_is_masked)
+        if not any(_is_masked(x) for x in p_leaves):
+            return build_plan(model, params, inputs)
+        plan = build_plan(model, full_params, inputs)
+        return restrict_plan(plan, {i for i, x in enumerate(p_leaves) if not _is_masked(x)})
+
     def init_fn(params: PyTree) -> ScaleByKFACState:
         if example_inputs is None:
             raise ValueError(
                 "scale_by_kfac traces the model to find its blocks before the first batch: "
                 "pass `example_inputs=` (a batch of inputs, or jax.ShapeDtypeStruct s of one)."
             )
-        plan = build_plan(model, params, example_inputs)
-        leaves = jax.tree.leaves(params)
+        full = params
+        if any(_is_masked(x) for x in jax.tree.leaves(params, is_leaf=_is_masked)):
+            if example_params is None:
+                raise ValueError(
+                    "scale_by_kfac is inside `optax.masked` / `optax.multi_transform`, so `init` "
+                    "sees only the selected leaves: pass the whole parameters (or "
+                    "jax.ShapeDtypeStruct s of them) as `example_params=` to find the blocks, "
+                    "and `full_params=params` to `update`."
+                )
+            split_trainable(params, example_params, builder="scale_by_kfac")  # validates
+            full = example_params
+        plan = selected_plan(params, full, example_inputs)
+        leaves = jax.tree.leaves(full)
         dtype = _algebra_dtype(leaves)
         eig = inverse == "eigh"
         eye = lambda d: jnp.eye(d, dtype=dtype)
@@ -400,7 +504,42 @@ def scale_by_kfac(
             diagonals=tuple(jnp.zeros(np.shape(leaves[i]), dtype) for i in plan.diagonal),
             inv_a=() if eig else tuple(eye(d) for d in da),
             inv_g=() if eig else tuple(eye(d) for d in dg),
+            damping=jnp.asarray(damping, dtype),
+            rho=jnp.asarray(jnp.nan, dtype),
         )
+
+    def lm_update(plan, params, inputs, targets, g32, d, fa, fg, diags, damp, state):
+        """Reduction ratio of the unit step -d and the Levenberg-Marquardt damping update."""
+
+        def measure(_):
+            leaves = jax.tree.leaves(params)
+            moved = list(leaves)
+            delta = [None if x is None else -x for x in d]
+            for i, x in enumerate(delta):
+                if x is not None:
+                    moved[i] = leaves[i] + x.astype(leaves[i].dtype)
+            nll = lambda ls: _negative_log_likelihood(
+                model(jax.tree.unflatten(plan.params_treedef, ls), inputs),
+                targets,
+                output,
+                noise_variance,
+            )
+            h0, h1 = nll(leaves), nll(moved)
+            if axis_name is not None:
+                h0, h1 = jax.lax.pmean((h0, h1), axis_name)
+            fd = _fvp_leaves(plan, fa, fg, diags, delta)
+            pairs = [(x, g, f) for x, g, f in zip(delta, g32, fd) if x is not None]
+            model_change = sum(
+                jnp.vdot(g, x) + 0.5 * jnp.vdot(x, f) + 0.5 * damp * jnp.vdot(x, x)
+                for x, g, f in pairs
+            )
+            rho = ((h1 - h0) / model_change).astype(damp.dtype)
+            return _lm_damping(damp, rho, omega), rho
+
+        def skip(_):
+            return damp, state.rho
+
+        return jax.lax.cond(state.count % damping_every == damping_every - 1, measure, skip, None)
 
     def update_fn(updates, state, params=None, **extra_args):
         require_params(params, "scale_by_kfac / kfac")
@@ -411,8 +550,15 @@ def scale_by_kfac(
             )
         batch = extra_args[batch_arg]
         inputs = get_inputs(batch)
-        targets = get_targets(batch) if estimator == "empirical" else None
-        plan = build_plan(model, params, inputs)
+        need_targets = estimator == "empirical" or adaptive_damping
+        targets = get_targets(batch) if need_targets else None
+        p_leaves, p_def = jax.tree.flatten(params, is_leaf=_is_masked)
+        selected = params
+        if any(_is_masked(x) for x in p_leaves):
+            # The model runs on the whole parameters; only the selected leaves are updated.
+            params = extra_args.get("full_params")
+            split_trainable(selected, params, builder="scale_by_kfac")  # validates
+        plan = selected_plan(selected, params, inputs)
         if len(plan.blocks) != len(state.factors_a) or len(plan.diagonal) != len(state.diagonals):
             raise ValueError(
                 "scale_by_kfac: the model's blocks differ from those found at init; "
@@ -449,7 +595,7 @@ def scale_by_kfac(
                 state.count % curvature_every == 0, refresh, keep, None
             )
 
-        damp = jnp.asarray(damping, dtype)
+        damp = state.damping if adaptive_damping else jnp.asarray(damping, dtype)
 
         def invert(_):
             if inverse == "cholesky":
@@ -482,10 +628,13 @@ def scale_by_kfac(
             inv = jax.lax.cond(state.count % inverse_every == 0, invert, cached, None)
         vals_a, vecs_a, vals_g, vecs_g, inv_a, inv_g = inv
 
-        # Updates may hold None at non-trainable leaves (equinox.filter_grad): align with params.
-        g_leaves = plan.params_treedef.flatten_up_to(updates)
+        # Updates may hold None at non-trainable leaves (equinox.filter_grad) and MaskedNode at
+        # frozen ones (optax.masked): align with params.
+        g_leaves = p_def.flatten_up_to(updates)
         g32 = [
-            g if g is None else jnp.asarray(g, jnp.promote_types(jnp.result_type(g), dtype))
+            None
+            if g is None or _is_masked(g)
+            else jnp.asarray(g, jnp.promote_types(jnp.result_type(g), dtype))
             for g in g_leaves
         ]
         out = list(g32)
@@ -508,7 +657,13 @@ def scale_by_kfac(
             eps = jnp.asarray(max_kl, dtype)
             scale = jnp.minimum(1.0, jnp.sqrt(eps / jnp.maximum(quad, jnp.finfo(dtype).tiny)))
             out = [x if x is None else x * scale for x in out]
-        new_updates = cast_like(jax.tree.unflatten(plan.params_treedef, out), updates)
+        new_damping, rho = damp, state.rho
+        if adaptive_damping:
+            new_damping, rho = lm_update(
+                plan, params, inputs, targets, g32, out, fa, fg, diags, damp, state
+            )
+        out = [g if g is None or _is_masked(g) else x for g, x in zip(g_leaves, out)]
+        new_updates = cast_like(jax.tree.unflatten(p_def, out), updates)
         new_state = ScaleByKFACState(
             count=state.count + 1,
             stats_count=stats_count,
@@ -522,6 +677,8 @@ def scale_by_kfac(
             diagonals=diags,
             inv_a=inv_a,
             inv_g=inv_g,
+            damping=new_damping,
+            rho=rho,
         )
         return new_updates, new_state
 
@@ -533,7 +690,9 @@ def kfac(
     apply: Callable[[PyTree, Any], jax.Array],
     output: Literal["categorical", "gaussian"],
     *,
+    momentum: float | jax.Array | None = None,
     example_inputs: Any = None,
+    example_params: Any = None,
     damping: float | jax.Array = 1e-2,
     decay: float | jax.Array = 0.9,
     curvature_every: int = 1,
@@ -542,6 +701,8 @@ def kfac(
     damping_split: Literal["pi", "exact"] = "pi",
     inverse: Literal["cholesky", "eigh"] | None = None,
     max_kl: float | jax.Array | None = 1e-2,
+    adapt_damping_every: int | None = None,
+    damping_omega: float | None = None,
     noise_variance: float = 1.0,
     batch_arg: str = "batch",
     inputs_of: Callable[[Any], Any] | None = None,
@@ -551,7 +712,9 @@ def kfac(
 ) -> optax.GradientTransformationExtraArgs:
     r"""K-FAC: :math:`\theta \leftarrow \theta - \alpha \hat F^{-1} g`, a Kronecker-factored Fisher.
 
-    :func:`scale_by_kfac` chained with ``optax.scale_by_learning_rate``; see there for the
+    :func:`scale_by_kfac` chained with ``optax.scale_by_learning_rate`` (and, with
+    ``momentum``, heavy-ball momentum on the preconditioned direction in between,
+    :math:`m \leftarrow \beta m + \hat F^{-1} g`, ``optax.trace``); see there for the
     arguments. ``update(grads, state, params, batch=batch)``. To change the learning rate or
     the damping during training without recompiling, use
     ``optax.inject_hyperparams(kfac, static_args=("apply", "output", ...))``.
@@ -560,7 +723,11 @@ def kfac(
         learning_rate: step size :math:`\alpha` or an optax schedule.
         apply: ``apply(params, inputs) -> outputs`` (batch-leading).
         output: ``"categorical"`` or ``"gaussian"``.
+        momentum: heavy-ball momentum :math:`\beta` of the preconditioned direction, or
+            ``None`` (none).
         example_inputs: a batch of inputs, used by ``init`` to find the blocks.
+        example_params: the whole parameters, for ``init`` inside ``optax.masked`` (see
+            :func:`scale_by_kfac`).
         damping: Tikhonov damping.
         decay: moving-average factor of the statistics.
         curvature_every: statistics every this many steps.
@@ -569,6 +736,9 @@ def kfac(
         estimator: ``"sampled"``, ``"exact"`` or ``"empirical"``.
         damping_split: ``"pi"`` or ``"exact"``.
         max_kl: optional KL bound of the step.
+        adapt_damping_every: Levenberg-Marquardt damping every this many steps, or ``None``
+            (see :func:`scale_by_kfac`).
+        damping_omega: the adaptation factor.
         noise_variance: Gaussian output variance.
         batch_arg: name of the batch extra argument.
         inputs_of: inputs from the batch.
@@ -603,25 +773,31 @@ def kfac(
         Martens & Grosse, *Optimizing neural networks with Kronecker-factored approximate
         curvature*, ICML 2015.
     """
+    inner = scale_by_kfac(
+        apply,
+        output,
+        example_inputs=example_inputs,
+        example_params=example_params,
+        damping=damping,
+        decay=decay,
+        curvature_every=curvature_every,
+        inverse_every=inverse_every,
+        estimator=estimator,
+        damping_split=damping_split,
+        inverse=inverse,
+        max_kl=max_kl,
+        adapt_damping_every=adapt_damping_every,
+        damping_omega=damping_omega,
+        noise_variance=noise_variance,
+        batch_arg=batch_arg,
+        inputs_of=inputs_of,
+        targets_of=targets_of,
+        seed=seed,
+        axis_name=axis_name,
+    )
+
+    if momentum is None:  # the state of the two-part chain, as without the option
+        return optax.chain(inner, optax.scale_by_learning_rate(learning_rate))
     return optax.chain(
-        scale_by_kfac(
-            apply,
-            output,
-            example_inputs=example_inputs,
-            damping=damping,
-            decay=decay,
-            curvature_every=curvature_every,
-            inverse_every=inverse_every,
-            estimator=estimator,
-            damping_split=damping_split,
-            inverse=inverse,
-            max_kl=max_kl,
-            noise_variance=noise_variance,
-            batch_arg=batch_arg,
-            inputs_of=inputs_of,
-            targets_of=targets_of,
-            seed=seed,
-            axis_name=axis_name,
-        ),
-        optax.scale_by_learning_rate(learning_rate),
+        inner, optax.trace(decay=momentum), optax.scale_by_learning_rate(learning_rate)
     )

@@ -102,6 +102,21 @@ class _KronBlock:
     bias_index: np.ndarray | None = None  # (d_out,): flat index into the bias leaf
 
     @property
+    def layout(self) -> str:
+        """How the leaf is laid out as the ``(d_in, d_out)`` matrix.
+
+        ``"rows"``: the leaf reshaped; ``"columns"``: the leaf reshaped to ``(d_out, d_in)``
+        and transposed (equinox's ``W @ x``); ``"gather"``: any other permutation.
+        """
+        d_in, d_out = self.index.shape
+        flat = np.arange(d_in * d_out)
+        if np.array_equal(self.index, flat.reshape(d_in, d_out)):
+            return "rows"
+        if np.array_equal(self.index, flat.reshape(d_out, d_in).T):
+            return "columns"
+        return "gather"
+
+    @property
     def d_in(self) -> int:
         return self.index.shape[0] + (self.bias is not None)
 
@@ -299,7 +314,7 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
             if (
                 name in _SHAPE_OPS
                 and single
-                and v is not None
+                and isinstance(v, jex.core.Var)
                 and v in site_out
                 and uses.get(v) == 1
                 and _size(eqn.outvars[0].aval) == _size(v.aval)
@@ -339,7 +354,7 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
         if name == "add" and n_prov == 1:
             b_pos = 0 if ins[0] is not None else 1
             other = eqn.invars[1 - b_pos]
-            if other in site_out and uses.get(other) == 1:
+            if isinstance(other, jex.core.Var) and other in site_out and uses.get(other) == 1:
                 s, chain = site_out[other]
                 p = ins[b_pos]
                 assert p is not None
@@ -466,6 +481,43 @@ def build_plan(apply: Callable[[PyTree, Any], Any], params: PyTree, inputs: Any)
     )
 
 
+def restrict_plan(plan: Plan, selected: set[int]) -> Plan:
+    """The plan of the leaves in ``selected`` only (``optax.masked``: the others are frozen).
+
+    A block whose weight is not selected is dropped (its selected bias becomes diagonal); a
+    selected weight whose bias is not selected keeps its block without the homogeneous row.
+    Only the kept blocks' sites are perturbed and recorded.
+    """
+    blocks: list[_KronBlock] = []
+    diagonal = [i for i in plan.diagonal if i in selected]
+    kept_sites: list[int] = []
+    for b in plan.blocks:
+        if b.leaf not in selected:
+            if b.bias is not None and b.bias in selected:
+                diagonal.append(b.bias)
+            continue
+        if b.bias is not None and b.bias not in selected:
+            b = dataclasses.replace(b, bias=None, bias_index=None)
+        blocks.append(dataclasses.replace(b, sites=list(b.sites)))
+        kept_sites += b.sites
+    renumber = {s: j for j, s in enumerate(kept_sites)}
+    sites = []
+    for s in kept_sites:
+        site = plan.sites[s]
+        if site.bias is not None and site.bias not in selected:
+            site = dataclasses.replace(site, bias=None)
+        sites.append(site)
+    for b in blocks:
+        b.sites = [renumber[s] for s in b.sites]
+    return dataclasses.replace(
+        plan,
+        sites=sites,
+        blocks=blocks,
+        diagonal=sorted(diagonal),
+        site_of_key={site.key: j for j, site in enumerate(sites)},
+    )
+
+
 def _bind(eqn, invals: list[Any]) -> list[Any]:
     bind_params = eqn.primitive.get_bind_params(eqn.params)
     subfuns: list[Any] = []
@@ -548,29 +600,51 @@ def output_rows(site: _Site, g: jax.Array) -> jax.Array:
 
 
 def block_matrix(block: _KronBlock, leaves: Sequence[Any]) -> jax.Array:
-    """The leaf (and bias) of a Kronecker block as one ``(d_in, d_out)`` matrix."""
-    w = jnp.ravel(leaves[block.leaf])[block.index]
+    """The leaf (and bias) of a Kronecker block as one ``(d_in, d_out)`` matrix.
+
+    Reshapes and transposes where the layout allows (no gathers on the common layouts).
+    """
+    d_in, d_out = block.index.shape
+    leaf = jnp.asarray(leaves[block.leaf])
+    layout = block.layout
+    if layout == "rows":
+        w = leaf.reshape(d_in, d_out)
+    elif layout == "columns":
+        w = leaf.reshape(d_out, d_in).T
+    else:
+        w = jnp.ravel(leaf)[block.index]
     if block.bias is None:
         return w
-    b = jnp.ravel(leaves[block.bias])[block.bias_index]
+    assert block.bias_index is not None
+    b = jnp.ravel(leaves[block.bias])
+    if not np.array_equal(block.bias_index, np.arange(d_out)):
+        b = b[block.bias_index]
     return jnp.concatenate([w, b[None, :].astype(w.dtype)], axis=0)
 
 
 def unblock_matrix(block: _KronBlock, matrix: jax.Array, leaves: Sequence[Any]) -> dict[int, Any]:
-    """Inverse of :func:`block_matrix`: ``{leaf index: leaf-shaped array}``."""
-    w_leaf = leaves[block.leaf]
-    size = _size_of(tuple(np.shape(w_leaf)))
-    w = (
-        jnp.zeros(size, matrix.dtype)
-        .at[block.index.ravel()]
-        .set(matrix[: block.index.shape[0]].ravel())
-    )
-    out = {block.leaf: w.reshape(np.shape(w_leaf))}
+    """Inverse of :func:`block_matrix`: ``{leaf index: leaf-shaped array}``.
+
+    The index of a block is a permutation of the leaf's entries (checked when the plan is
+    built), so the inverse is a reshape, a transpose or a gather by the inverse permutation.
+    """
+    d_in, d_out = block.index.shape
+    shape = np.shape(leaves[block.leaf])
+    w = matrix[:d_in]
+    layout = block.layout
+    if layout == "rows":
+        w_leaf = w.reshape(shape)
+    elif layout == "columns":
+        w_leaf = w.T.reshape(shape)
+    else:
+        w_leaf = jnp.ravel(w)[np.argsort(block.index.ravel())].reshape(shape)
+    out = {block.leaf: w_leaf}
     if block.bias is not None:
-        b_leaf = leaves[block.bias]
         assert block.bias_index is not None
-        b = jnp.zeros(block.bias_index.shape[0], matrix.dtype).at[block.bias_index].set(matrix[-1])
-        out[block.bias] = b.reshape(np.shape(b_leaf))
+        b = matrix[-1]
+        if not np.array_equal(block.bias_index, np.arange(d_out)):
+            b = b[np.argsort(block.bias_index)]
+        out[block.bias] = b.reshape(np.shape(leaves[block.bias]))
     return out
 
 
@@ -584,7 +658,9 @@ def kfac_blocks(
     gets a Kronecker block :math:`A \otimes G` of shapes ``(d_in, d_in)`` and
     ``(d_out, d_out)``; a leaf added to such a product's output is its bias (one more row of
     ``A``, the homogeneous coordinate); a weight used in several products sums its uses. Every
-    other inexact leaf gets a diagonal block.
+    other inexact leaf gets a diagonal block, among them a weight used inside control flow
+    (``lax.scan``, ``while_loop``, ``cond``: a scanned or recurrent layer), whose uses are not
+    split into per-step products: its block is the exact Fisher diagonal's estimate instead.
 
     Args:
         apply: the model, in any form :func:`predictive_fisher` takes (a function
