@@ -13,7 +13,8 @@ import scipy.special as sp
 import scipy.stats as st
 from hypothesis import given, settings, strategies as hst
 
-from infogeo_jax import AbstractExponentialFamily as AEF
+from infogeo_jax import AbstractExponentialFamily as AEF, AbstractStatisticalManifold
+from infogeo_jax._dually_flat import AbstractDuallyFlatManifold
 from infogeo_jax.families import (
     Bernoulli,
     Beta,
@@ -337,7 +338,7 @@ def test_overrides_match_autodiff_defaults(name):
     close(eta, AEF.mean_parameters(fam, theta))
     # method="numerical" is the autodiff Hessian of A, whatever the family overrides.
     close(fam.fisher_information(theta), fam.fisher_information(theta, method="numerical"))
-    if name in ("bernoulli", "binomial", "categorical", "diagnormal"):
+    if name in ("bernoulli", "binomial", "categorical", "diagnormal", "beta", "dirichlet"):
         close(
             fam.fisher_information(theta, method="closed_form"),
             fam.fisher_information(theta, method="numerical"),
@@ -348,6 +349,24 @@ def test_overrides_match_autodiff_defaults(name):
     close(fam.natural_parameters(eta), theta, rtol=1e-10, atol=1e-10)
     # The generic damped Newton from the family's own starting point reaches the same theta.
     close(AEF.natural_parameters(fam, eta), theta, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["beta", "dirichlet"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, -1.0, 1.0])
+def test_dirichlet_contracted_symbols_match_autodiff(name, alpha):
+    # Closed form T_ijk = psi2(alpha_i) delta_ijk - psi2(alpha_0) (Minka 2000, Sec. 1) against
+    # the dually flat default (two JVPs of grad A) and the metric-only route of the base.
+    fam, theta, _, _ = CASES[name]
+    key_u, key_w = jax.random.split(jax.random.key(3))
+    u = jax.random.normal(key_u, theta.shape, theta.dtype)
+    w = jax.random.normal(key_w, theta.shape, theta.dtype)
+    closed = fam._christoffel_contract(theta, u, w, alpha)
+    flat = AbstractDuallyFlatManifold._christoffel_contract(fam, theta, u, w, alpha)
+    generic = AbstractStatisticalManifold._christoffel_contract(fam, theta, u, w, alpha)
+    close(closed, flat, rtol=1e-12, atol=1e-13)
+    close(closed, generic, rtol=1e-10, atol=1e-12)
+    symbols = fam.christoffel_symbols(theta, alpha)
+    close(closed, jnp.einsum("kij,i,j->k", symbols, u, w), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(

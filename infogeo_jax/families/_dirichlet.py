@@ -8,9 +8,20 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._custom_types import Array, Point, PointLike, PRNGKeyArray, Sample, Scalar
+from .._custom_types import (
+    Array,
+    Metric,
+    Point,
+    PointLike,
+    PRNGKeyArray,
+    Sample,
+    Scalar,
+    ScalarLike,
+    Tangent,
+)
 from .._distributions import native_distribution
 from .._family import AbstractExponentialFamily
+from .._misc import solve_metric
 from ._common import as_float, as_usual, dirichlet_initial, polygamma_remainders
 
 
@@ -22,6 +33,28 @@ def _log_beta(alpha: Array) -> Array:
 def _dirichlet_mean(alpha: Array) -> Array:
     digamma = jax.scipy.special.digamma
     return digamma(alpha) - digamma(jnp.sum(alpha))
+
+
+def _dirichlet_fisher(alpha: Array) -> Array:
+    r""":math:`g = \mathrm{diag}(\psi_1(\alpha)) - \psi_1(\alpha_0)\mathbf 1\mathbf 1^\top`."""
+    trigamma = jax.scipy.special.polygamma(1, jnp.append(alpha, jnp.sum(alpha)))
+    return jnp.diag(trigamma[:-1]) - trigamma[-1]
+
+
+def _dirichlet_contract(alpha: Array, u: Array, w: Array, connection: Array) -> Array:
+    r"""Contracted symbols :math:`\frac{1-a}{2}g^{-1}T(u, w, \cdot)` of the Dirichlet family.
+
+    The third derivatives of :math:`A(\alpha) = \sum_i\log\Gamma(\alpha_i) - \log\Gamma(\alpha_0)`
+    are :math:`T_{ijk} = \psi_2(\alpha_i)\delta_{ijk} - \psi_2(\alpha_0)`, so
+    :math:`T(u, w, \cdot)_k = \psi_2(\alpha_k)u_kw_k - \psi_2(\alpha_0)(\sum u)(\sum w)`: two
+    polygamma evaluations of k + 1 values instead of nested derivatives of ``gammaln``.
+    """
+    special = jax.scipy.special.polygamma
+    both = jnp.append(alpha, jnp.sum(alpha))
+    trigamma, tetragamma = special(1, both), special(2, both)
+    g = jnp.diag(trigamma[:-1]) - trigamma[-1]
+    t_uw = tetragamma[:-1] * u * w - tetragamma[-1] * jnp.sum(u) * jnp.sum(w)
+    return 0.5 * (1.0 - connection) * solve_metric(g, t_uw)
 
 
 def _dirichlet_in_mean_domain(eta: Array) -> Array:
@@ -76,6 +109,16 @@ class Dirichlet(AbstractExponentialFamily):
 
     def mean_parameters(self, theta: PointLike) -> Point:
         return _dirichlet_mean(self.check_point(theta))
+
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
+        r"""Closed form :math:`\psi_1(\alpha_i)\delta_{ij} - \psi_1(\alpha_0)`."""
+        return _dirichlet_fisher(theta)
+
+    def _christoffel_contract(
+        self, theta: Point, u: Tangent, w: Tangent, alpha: ScalarLike
+    ) -> Tangent:
+        """The contracted alpha-symbols from the closed-form third derivatives of A."""
+        return _dirichlet_contract(theta, u, w, jnp.asarray(alpha, theta.dtype))
 
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return dirichlet_initial(eta)
@@ -134,6 +177,16 @@ class Beta(AbstractExponentialFamily):
 
     def mean_parameters(self, theta: PointLike) -> Point:
         return _dirichlet_mean(self.check_point(theta))
+
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
+        r"""Closed form :math:`\psi_1(\alpha_i)\delta_{ij} - \psi_1(\alpha_0)`."""
+        return _dirichlet_fisher(theta)
+
+    def _christoffel_contract(
+        self, theta: Point, u: Tangent, w: Tangent, alpha: ScalarLike
+    ) -> Tangent:
+        """The contracted alpha-symbols from the closed-form third derivatives of A."""
+        return _dirichlet_contract(theta, u, w, jnp.asarray(alpha, theta.dtype))
 
     def _initial_natural_parameters(self, eta: Point) -> Point:
         return dirichlet_initial(eta)
