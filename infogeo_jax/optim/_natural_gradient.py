@@ -256,14 +256,20 @@ def scale_by_natural_gradient(
                     "dense": " (solver='dense' factorizes by Cholesky and needs "
                     "F + damping * I positive definite.)",
                     "cg": " (conjugate gradient broke down.)",
+                    "woodbury": " (solver='woodbury': the Fisher of a batch of n examples with "
+                    "c outputs each has rank at most n * c, below the parameter count, so "
+                    "`damping` must be > 0.)",
                 }.get(solver, "")
                 + _precision_note(params),
             )
 
         if solver in ("woodbury", "diagonal"):  # the Fisher's per-example Gram factor
-            x, step = subsampled_solve(fisher, params, updates, damp, solver, max_kl, **extra_args)
-            grad_bad = jnp.logical_not(jnp.all(jnp.isfinite(ravel_pytree(updates)[0])))
-            failed = jnp.logical_not(jnp.all(jnp.isfinite(ravel_pytree(x)[0])))
+            x, step, failed = subsampled_solve(
+                fisher, params, updates, damp, solver, max_kl, **extra_args
+            )
+            grad_bad = jnp.logical_not(
+                jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(updates)]))
+            )
             step = guard(step, grad_bad, failed)
             solution = ScaleByNaturalGradientState(solution=cast_like(x, state.solution))
             return cast_like(step, updates), solution
