@@ -161,7 +161,10 @@ def scale_by_natural_gradient(
             ``"woodbury"`` (exact, through the ``n c x n c`` Gram matrix of the batch's
             per-example rows, Ren & Goldfarb 2019: for a Fisher from
             :func:`predictive_fisher` or :func:`empirical_fisher`, its model applied to one
-            example at a time) or ``"diagonal"`` (the diagonal of that Fisher).
+            example at a time; it needs ``damping > 0``, and costs :math:`O((nc)^2 P)`, so keep
+            the curvature batch small; the Gram is factorized by a scale-aware Cholesky, with a
+            clipped eigendecomposition where float32 rounding makes it indefinite) or
+            ``"diagonal"`` (the diagonal of that Fisher).
         cg_max_steps: maximum number of CG iterations per update.
         cg_rtol: CG stops when the residual 2-norm is at most
             ``cg_atol + cg_rtol * |g|`` (or after ``cg_max_steps`` iterations).

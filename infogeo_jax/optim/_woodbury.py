@@ -15,6 +15,7 @@ matrix; the diagonal option uses :math:`\operatorname{diag} F = \frac1n \sum_r U
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -163,8 +164,8 @@ def subsampled_solve(
     if solver == "diagonal":
         xs = [g / (jnp.sum(u * u, axis=0) / n + lam) for u, g in zip(us, gs)]
     else:
-        gram = sum(jnp.matmul(u, u.T, precision=hi) for u in us)
-        ug = sum(jnp.matmul(u, g, precision=hi) for u, g in zip(us, gs))
+        gram = functools.reduce(jnp.add, [jnp.matmul(u, u.T, precision=hi) for u in us])
+        ug = functools.reduce(jnp.add, [jnp.matmul(u, g, precision=hi) for u, g in zip(us, gs)])
         z = _damped_gram_solve(gram, ug, n * lam)
         xs = [(g - jnp.matmul(z, u, precision=hi)) / lam for u, g in zip(us, gs)]
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
