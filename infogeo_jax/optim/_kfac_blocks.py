@@ -584,7 +584,7 @@ def unblock_matrix(block: _KronBlock, matrix: jax.Array, leaves: Sequence[Any]) 
     perm = _axis_permutation(block.index, shape)
     if perm is not None:
         permuted = tuple(shape[i] for i in perm)
-        w = jnp.transpose(body.reshape(permuted), np.argsort(perm))
+        w = jnp.transpose(body.reshape(permuted), tuple(int(i) for i in np.argsort(perm)))
     else:  # a permutation of the leaf's entries (build_plan checks it): gather its inverse
         w = body.ravel()[np.argsort(block.index.ravel())].reshape(shape)
     out = {block.leaf: w}
