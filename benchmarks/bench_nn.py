@@ -13,7 +13,8 @@ call minus a second, timed call of the same jitted ``lax.scan``):
     error (Martens & Grosse 2015, Sec. 13);
 (c) flax nnx CNN on digits as 8x8 images (two 3x3 convolutions, 16 channels, the second with
     stride 2, and a dense layer), minibatches of 128, cross-entropy;
-(d) time per step against parameter count (teacher-student MLP, batch 256).
+(d) time per step against parameter count (teacher-student MLP, batch 256); ``--kfac-breakdown``:
+    where K-FAC's step goes at 1.1M parameters.
 
 Peers: optax Adam (learning rate tuned), kfac-jax 0.0.8 (through the compatibility shim of
 ``bench_optim``; its standard adaptive learning rate, momentum and damping), natural gradient
@@ -558,6 +559,12 @@ def _scaling_peers(apply: Callable, x: jax.Array) -> list[tuple[str, Any, Any]]:
     return [
         ("adam", optax.adam(1e-3), None),
         ("kfac", kfac(0.1, apply, "gaussian", example_inputs=x), None),
+        # The statistics pass amortized too (not a default): what K-FAC's step costs without it.
+        (
+            "kfac_stats10",
+            kfac(0.1, apply, "gaussian", example_inputs=x, curvature_every=10),
+            None,
+        ),
         ("cg", natural_gradient(1.0, fisher, 1e-2, cg_max_steps=10), None),
         (
             "woodbury",
@@ -623,37 +630,87 @@ def scaling(quick: bool) -> list[dict[str, Any]]:
     step of every peer must be a descent direction on its own gradient (``<g, u> < 0``, finite)
     and the final loss finite. K-FAC is amortized: a run of 20 steps (two inverse refreshes at
     its default ``inverse_every=10``) divided by 20; the others are timed over 10 or 20 steps.
-    Compile time (first call minus a timed call) apart.
+    The peers are timed in turn within each repetition (so a change of the machine's load hits
+    them alike), median over repetitions; compile time (first call minus a timed call) apart.
     """
     print(f"(d): {check_scaling()}", file=sys.stderr, flush=True)
     widths = [64, 256, 1024] if quick else [64, 256, 512, 1024, 1400]
-    reps = 2 if quick else 3
+    reps = 3 if quick else 5
     rows = []
     for h in widths:
         params, apply, loss, batch = _teacher_student(h, jnp.float32)
         num = ravel_pytree(params)[0].size
         row: dict[str, Any] = dict(table="(d) seconds per step vs parameter count", params=num)
+        runs = {}
         for name, opt, curvature in _scaling_peers(apply, batch[0]):
-            steps = 20 if name in ("adam", "kfac") else 10
+            steps = 20 if name.startswith(("adam", "kfac")) else 10
             run_steps = _scan_steps(loss, batch, opt, curvature, steps)
             start = time.perf_counter()
             _, slopes, final = jax.block_until_ready(run_steps(params))
             first = time.perf_counter() - start
             if not (np.all(np.asarray(slopes) < 0) and np.isfinite(float(final))):
                 raise AssertionError(f"(d) h={h} {name}: not a descent direction: {slopes}")
-            times = []
-            for _ in range(reps):
+            runs[name] = (run_steps, steps, first)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(reps):
+            for name, (run_steps, steps, _) in runs.items():
                 start = time.perf_counter()
                 jax.block_until_ready(run_steps(params))
-                times.append(time.perf_counter() - start)
-            per_step = statistics.median(times) / steps
+                times[name].append((time.perf_counter() - start) / steps)
+        for name, (_, steps, first) in runs.items():
+            per_step = statistics.median(times[name])
             row[f"{name}_s"] = per_step
             row[f"{name}_compile_s"] = max(first - per_step * steps, 0.0)
             print(f"(d) h={h} P={num} {name}: {per_step:.4g} s/step", file=sys.stderr, flush=True)
-        for name in ("kfac", "cg", "woodbury"):
-            row[f"{name}/adam"] = row[f"{name}_s"] / row["adam_s"]
+        for name in runs:
+            if name != "adam":
+                row[f"{name}/adam"] = row[f"{name}_s"] / row["adam_s"]
         rows.append(row)
     return rows
+
+
+def kfac_breakdown(h: int = 1024, reps: int = 5) -> list[dict[str, Any]]:
+    """Where K-FAC's amortized step goes at width ``h`` (batch 256): variants timed in turn.
+
+    Each variant is 20 steps of one jitted ``lax.scan``; "no refresh" inverts once (step 0) in
+    those 20 steps, "no statistics" also gathers statistics once; the differences to the
+    default attribute the step's cost to the refresh, the statistics and the rest
+    (gradient, preconditioning ``A^{-1} V G^{-1}``, KL scaling). Run with ``--kfac-breakdown``.
+    """
+    params, apply, loss, batch = _teacher_student(h, jnp.float32)
+    num = ravel_pytree(params)[0].size
+    x, never = batch[0], 10**9
+    variants = [
+        ("adam", optax.adam(1e-3)),
+        ("kfac defaults (inverse_every=10)", kfac(0.1, apply, "gaussian", example_inputs=x)),
+        ("no refresh", kfac(0.1, apply, "gaussian", example_inputs=x, inverse_every=never)),
+        (
+            "no refresh, no statistics",
+            kfac(
+                0.1, apply, "gaussian", example_inputs=x, inverse_every=never, curvature_every=never
+            ),
+        ),
+        ("refresh every step", kfac(0.1, apply, "gaussian", example_inputs=x, inverse_every=1)),
+    ]
+    runs = [(name, _scan_steps(loss, batch, opt, None, 20)) for name, opt in variants]
+    for _, run_steps in runs:
+        jax.block_until_ready(run_steps(params))
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+    for _ in range(reps):
+        for name, run_steps in runs:
+            start = time.perf_counter()
+            jax.block_until_ready(run_steps(params))
+            times[name].append((time.perf_counter() - start) / 20)
+    adam = statistics.median(times["adam"])
+    return [
+        dict(
+            table=f"(d) K-FAC step breakdown, MLP 64-{h}-{h}-10 ({num} parameters), batch 256",
+            variant=name,
+            seconds_per_step=statistics.median(ts),
+            vs_adam=statistics.median(ts) / adam,
+        )
+        for name, ts in times.items()
+    ]
 
 
 def run(quick: bool = False, problems: str = "abcd") -> list[dict[str, Any]]:
@@ -672,4 +729,7 @@ def run(quick: bool = False, problems: str = "abcd") -> list[dict[str, Any]]:
 if __name__ == "__main__":
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--problems=")]
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, training in float32")
-    print_tables(run(quick="--quick" in sys.argv, problems=only[0] if only else "abcd"))
+    if "--kfac-breakdown" in sys.argv:
+        print_tables(kfac_breakdown())
+    else:
+        print_tables(run(quick="--quick" in sys.argv, problems=only[0] if only else "abcd"))
