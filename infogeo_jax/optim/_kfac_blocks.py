@@ -552,8 +552,9 @@ def _axis_permutation(index: np.ndarray, shape: tuple[int, ...]) -> tuple[int, .
     """``perm`` with ``index == transpose(arange(size).reshape(shape), perm).reshape(...)``.
 
     The matrix of a dense or convolution block is its leaf with the axes permuted (a transpose
-    and a reshape): then XLA moves it with a copy instead of a gather and a scatter, which on
-    CPU cost more than the preconditioning matmuls of a large layer. ``None`` otherwise.
+    and a reshape): then XLA moves it with a copy instead of a gather and a scatter (on CPU the
+    scatter of a 1024 x 1024 leaf costs about a whole Adam step of that layer). ``None``
+    otherwise.
     """
     codes = np.arange(index.size).reshape(shape)
     for perm in itertools.permutations(range(len(shape))):
