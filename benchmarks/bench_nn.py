@@ -15,7 +15,8 @@ steps minus a timed one of the same jitted ``lax.scan``):
     error (Martens & Grosse 2015, Sec. 13);
 (c) flax nnx CNN on digits as 8x8 images (two 3x3 convolutions, 16 channels, the second with
     stride 2, and a dense layer), minibatches of 128, cross-entropy;
-(d) time per step against parameter count (teacher-student MLP, batch 256).
+(d) time per step against parameter count (teacher-student MLP, batch 256); ``--kfac-breakdown``:
+    where K-FAC's step goes at 1.1M parameters.
 
 Peers: optax Adam (learning rate tuned), kfac-jax 0.0.8 (through the compatibility shim of
 ``bench_optim``; its standard adaptive learning rate, momentum and damping), natural gradient
@@ -596,75 +597,197 @@ def bench_problem(make_problem: Callable[..., Problem], quick: bool) -> list[dic
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# (d) Time per step against parameter count: teacher-student MLP 64-h-h-10, batch 256.
+
+SCALING_BATCH = 256
+SCALING_CURVATURE = 4  # Woodbury's curvature subsample: 4 examples x 10 outputs = 40 Gram rows
+
+
+def _teacher_student(h: int, dtype: Any) -> tuple[Any, Callable, Callable, tuple]:
+    """(params, apply, loss, batch): student MLP 64-h-h-10 (tanh), teacher MLP 64-32-10."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (SCALING_BATCH, 64), dtype)
+    student = eqx.nn.MLP(64, 10, h, 2, activation=jnp.tanh, key=jax.random.PRNGKey(1), dtype=dtype)
+    teacher = eqx.nn.MLP(64, 10, 32, 1, activation=jnp.tanh, key=jax.random.PRNGKey(2), dtype=dtype)
+    y = jax.vmap(teacher)(x)
+    params, apply = _eqx_parts(student)
+    loss = lambda p, batch: 0.5 * jnp.mean(jnp.sum((apply(p, batch[0]) - batch[1]) ** 2, axis=-1))
+    return params, apply, loss, (x, y)
+
+
+def _scaling_peers(apply: Callable, x: jax.Array) -> list[tuple[str, Any, Any]]:
+    """(name, optimizer, curvature batch map) of the peers of (d), each with its defaults."""
+    fisher = predictive_fisher(apply, "gaussian")
+    return [
+        ("adam", optax.adam(1e-3), None),
+        ("kfac", kfac(0.1, apply, "gaussian", example_inputs=x), None),
+        # The statistics pass amortized too (not a default): what K-FAC's step costs without it.
+        (
+            "kfac_stats10",
+            kfac(0.1, apply, "gaussian", example_inputs=x, curvature_every=10),
+            None,
+        ),
+        ("cg", natural_gradient(1.0, fisher, 1e-2, cg_max_steps=10), None),
+        (
+            "woodbury",
+            # The Fisher of 4 examples has rank 40: off its range the step is g / damping.
+            natural_gradient(0.1, fisher, 1.0, solver="woodbury"),
+            _subsample(SCALING_CURVATURE),
+        ),
+    ]
+
+
+def _scan_steps(loss: Callable, batch: tuple, opt: Any, curvature: Any, steps: int) -> Callable:
+    """Jitted ``params -> (params after steps, per-step <g, u>, final loss)`` by ``lax.scan``."""
+    from infogeo_jax.optim._common import tree_vdot
+
+    opt = optax.with_extra_args_support(opt)
+
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(loss)(p, batch)
+        cb = batch if curvature is None else curvature(batch)
+        u, s = opt.update(g, s, p, batch=cb)
+        return (optax.apply_updates(p, u), s), tree_vdot(g, u)
+
+    def run_steps(p):
+        (p, _), slopes = jax.lax.scan(step, (p, opt.init(p)), None, length=steps)
+        return p, slopes, loss(p, batch)
+
+    return jax.jit(run_steps)
+
+
+def check_scaling() -> str:
+    """(d) correctness, float64, h = 16: blocks found; Woodbury = CG to convergence = dense."""
+    params, apply, loss, batch = _teacher_student(16, jnp.float64)
+    blocks = kfac_blocks(apply, params, batch[0])
+    kinds = [b.kind for b in blocks]
+    if len(blocks) != 3 or "diagonal" in kinds:
+        raise AssertionError(f"(d): expected 3 Kronecker blocks, found {blocks}")
+    fisher = predictive_fisher(apply, "gaussian")
+    cbatch = _subsample(SCALING_CURVATURE)(batch)
+    grads = jax.grad(loss)(params, batch)
+    flat_g = ravel_pytree(grads)[0]
+    f = jax.jit(lambda p: fisher(p, batch=cbatch).as_matrix())(params)
+    dense = jnp.linalg.solve(f + 1e-1 * jnp.eye(f.shape[0]), flat_g)
+    directions = {}
+    for name, opt in [
+        ("woodbury", natural_gradient(1.0, fisher, 1e-1, solver="woodbury")),
+        ("cg", natural_gradient(1.0, fisher, 1e-1, cg_max_steps=2000, cg_rtol=1e-13)),
+    ]:
+        u, _ = jax.jit(opt.update)(grads, opt.init(params), params, batch=cbatch)
+        directions[name] = -ravel_pytree(u)[0]
+    np.testing.assert_allclose(directions["woodbury"], dense, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(directions["cg"], directions["woodbury"], rtol=1e-6, atol=1e-8)
+    return (
+        f"{len(blocks)} blocks ({', '.join(kinds)}); Woodbury = dense damped solve (1e-9) = "
+        "CG to convergence (1e-6), float64, h=16"
+    )
+
+
 def scaling(quick: bool) -> list[dict[str, Any]]:
-    """Seconds per step against parameter count, teacher-student MLP 64-h-h-10, batch 256."""
-    widths = [64, 256, 960] if quick else [64, 256, 512, 960, 1380]
+    """(d) seconds per step against parameter count, float32, median of repeated timed runs.
+
+    Correctness first: :func:`check_scaling` in float64; then, in every timed run, every
+    step of every peer must be a descent direction on its own gradient (``<g, u> < 0``, finite)
+    and the final loss finite. K-FAC is amortized: a run of 20 steps (two inverse refreshes at
+    its default ``inverse_every=10``) divided by 20; the others are timed over 10 or 20 steps.
+    The peers are timed in turn within each repetition (so a change of the machine's load hits
+    them alike), median over repetitions; compile time (first call minus a timed call) apart.
+    """
+    print(f"(d): {check_scaling()}", file=sys.stderr, flush=True)
+    widths = [64, 256, 1024] if quick else [64, 256, 512, 1024, 1400]
+    reps = 3 if quick else 5
     rows = []
-    key = jax.random.PRNGKey(0)
-    x = jax.random.normal(key, (256, 64), jnp.float32)
     for h in widths:
-        model = eqx.nn.MLP(
-            64, 10, h, 2, activation=jnp.tanh, key=jax.random.PRNGKey(1), dtype=jnp.float32
-        )
-        teacher = eqx.nn.MLP(
-            64, 10, 32, 1, activation=jnp.tanh, key=jax.random.PRNGKey(2), dtype=jnp.float32
-        )
-        y = jax.vmap(teacher)(x)
-        params, apply = _eqx_parts(model)
+        params, apply, loss, batch = _teacher_student(h, jnp.float32)
         num = ravel_pytree(params)[0].size
-        loss = lambda p: 0.5 * jnp.mean(jnp.sum((apply(p, x) - y) ** 2, axis=-1))
-        batch = (x, y)
-        configs = [
-            ("adam", optax.adam(1e-3), None),
-            (
-                "kfac amortized (inverse_every=10)",
-                kfac(0.1, apply, "gaussian", example_inputs=x, inverse_every=10),
-                None,
-            ),
-            (
-                "natural_gradient CG(10)",
-                natural_gradient(1.0, predictive_fisher(apply, "gaussian"), 1e-2, cg_max_steps=10),
-                None,
-            ),
-        ]
-        if num <= 1_200_000:
-            configs.append(
-                (
-                    "natural_gradient woodbury (curvature on 4)",
-                    natural_gradient(
-                        1.0, predictive_fisher(apply, "gaussian"), 1e-1, solver="woodbury"
-                    ),
-                    _subsample(4),
-                )
-            )
         row: dict[str, Any] = dict(table="(d) seconds per step vs parameter count", params=num)
-        steps = 20
-        for name, opt, curvature in configs:
-            opt = optax.with_extra_args_support(opt)
-
-            def step(carry, _, opt=opt, curvature=curvature):
-                p, s = carry
-                g = jax.grad(loss)(p)
-                cb = batch if curvature is None else curvature(batch)
-                u, s = opt.update(g, s, p, batch=cb)
-                return (optax.apply_updates(p, u), s), None
-
-            run = jax.jit(
-                lambda p, opt=opt, step=step: jax.lax.scan(
-                    step, (p, opt.init(p)), None, length=steps
-                )[0][0]
-            )
-            jax.block_until_ready(run(params))
+        runs = {}
+        for name, opt, curvature in _scaling_peers(apply, batch[0]):
+            steps = 20 if name.startswith(("adam", "kfac")) else 10
+            run_steps = _scan_steps(loss, batch, opt, curvature, steps)
             start = time.perf_counter()
-            jax.block_until_ready(run(params))
-            row[name] = (time.perf_counter() - start) / steps
-        adam = row["adam"]
-        for name, *_ in configs[1:]:
-            row[f"{name} / adam"] = row[name] / adam
+            _, slopes, final = jax.block_until_ready(run_steps(params))
+            first = time.perf_counter() - start
+            if not (np.all(np.asarray(slopes) < 0) and np.isfinite(float(final))):
+                raise AssertionError(f"(d) h={h} {name}: not a descent direction: {slopes}")
+            runs[name] = (run_steps, steps, first)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(reps):
+            for name, (run_steps, steps, _) in runs.items():
+                start = time.perf_counter()
+                jax.block_until_ready(run_steps(params))
+                times[name].append((time.perf_counter() - start) / steps)
+        for name, (_, steps, first) in runs.items():
+            per_step = statistics.median(times[name])
+            row[f"{name}_s"] = per_step
+            row[f"{name}_best_s"] = min(times[name])
+            row[f"{name}_compile_s"] = max(first - per_step * steps, 0.0)
+            print(f"(d) h={h} P={num} {name}: {per_step:.4g} s/step", file=sys.stderr, flush=True)
+        for name in runs:
+            if name != "adam":
+                row[f"{name}/adam"] = row[f"{name}_s"] / row["adam_s"]
+                # Best of the repetitions: the least disturbed by other jobs on the machine.
+                row[f"{name}/adam best"] = row[f"{name}_best_s"] / row["adam_best_s"]
         rows.append(row)
-    # Every row with the same keys (the largest sizes have no Woodbury column).
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    return [{k: r.get(k) for k in keys} for r in rows]
+    return rows
+
+
+def kfac_breakdown(h: int = 1024, reps: int = 5) -> list[dict[str, Any]]:
+    """Where K-FAC's step goes at width ``h`` (batch 256): one jitted step per variant.
+
+    Each variant's ``update`` (with the gradient) is timed from a state past step 0, so a
+    "cached" step neither refreshes the inverses nor (with ``curvature_every`` huge) gathers
+    statistics; "with refresh" uses ``inverse_every=1``. Timed in turn, best of ``reps`` (the
+    least disturbed by other jobs on a shared machine). Amortized with the defaults:
+    cached + (refresh - cached) / inverse_every. Run with ``--kfac-breakdown``.
+    """
+    params, apply, loss, batch = _teacher_student(h, jnp.float32)
+    num = ravel_pytree(params)[0].size
+    x, never = batch[0], 10**9
+    adam = optax.adam(1e-3)
+    steps = {
+        "adam step": (
+            jax.jit(lambda p, s: adam.update(jax.grad(loss)(p, batch), s, p)),
+            adam.init(params),
+        )
+    }
+    for name, kw in [
+        ("kfac step, cached inverses", dict(inverse_every=never)),
+        (
+            "kfac step, cached inverses, no statistics",
+            dict(inverse_every=never, curvature_every=never),
+        ),
+        ("kfac step with a refresh", dict(inverse_every=1)),
+    ]:
+        opt = kfac(0.1, apply, "gaussian", example_inputs=x, **kw)
+        step = jax.jit(
+            lambda p, s, opt=opt: opt.update(jax.grad(loss)(p, batch), s, p, batch=batch)
+        )
+        _, state = step(params, opt.init(params))  # past step 0 (first statistics, inverses)
+        steps[name] = (step, state)
+    for step, state in steps.values():
+        jax.block_until_ready(step(params, state))
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(reps):
+        for name, (step, state) in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(step(params, state))
+            best[name] = min(best[name], time.perf_counter() - start)
+    cached = best["kfac step, cached inverses"]
+    best["kfac amortized (inverse_every=10)"] = (
+        cached + (best["kfac step with a refresh"] - cached) / 10
+    )
+    return [
+        dict(
+            table=f"(d) K-FAC step breakdown, MLP 64-{h}-{h}-10 ({num} parameters), batch 256",
+            variant=name,
+            seconds=seconds,
+            vs_adam_step=seconds / best["adam step"],
+        )
+        for name, seconds in best.items()
+    ]
 
 
 def run(quick: bool = False, problems: str = "abcd") -> list[dict[str, Any]]:
@@ -683,4 +806,7 @@ def run(quick: bool = False, problems: str = "abcd") -> list[dict[str, Any]]:
 if __name__ == "__main__":
     only = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--problems=")]
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, training in float32")
-    print_tables(run(quick="--quick" in sys.argv, problems=only[0] if only else "abcd"))
+    if "--kfac-breakdown" in sys.argv:
+        print_tables(kfac_breakdown())
+    else:
+        print_tables(run(quick="--quick" in sys.argv, problems=only[0] if only else "abcd"))

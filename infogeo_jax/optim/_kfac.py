@@ -227,7 +227,10 @@ def _damped_inverses(a: jax.Array, g: jax.Array, damping: jax.Array):
     def inv(m, shift):
         eye = jnp.eye(m.shape[0], dtype=m.dtype)
         chol = jnp.linalg.cholesky(0.5 * (m + m.T) + shift * eye)
-        x = jax.scipy.linalg.cho_solve((chol, True), eye)
+        # (L L^T)^{-1} = L^{-T} L^{-1}: one triangular solve and one matrix product (on CPU
+        # several times faster than cho_solve against the identity, two triangular solves).
+        inv_chol = jax.lax.linalg.triangular_solve(chol, eye, left_side=True, lower=True)
+        x = inv_chol.T @ inv_chol
         return 0.5 * (x + x.T)
 
     pi, root = _pi(a, g), jnp.sqrt(damping)

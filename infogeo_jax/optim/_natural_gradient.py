@@ -161,7 +161,10 @@ def scale_by_natural_gradient(
             ``"woodbury"`` (exact, through the ``n c x n c`` Gram matrix of the batch's
             per-example rows, Ren & Goldfarb 2019: for a Fisher from
             :func:`predictive_fisher` or :func:`empirical_fisher`, its model applied to one
-            example at a time) or ``"diagonal"`` (the diagonal of that Fisher).
+            example at a time; it needs ``damping > 0``, and costs :math:`O((nc)^2 P)`, so keep
+            the curvature batch small; the Gram is factorized by a scale-aware Cholesky, with a
+            clipped eigendecomposition where float32 rounding makes it indefinite) or
+            ``"diagonal"`` (the diagonal of that Fisher).
         cg_max_steps: maximum number of CG iterations per update.
         cg_rtol: CG stops when the residual 2-norm is at most
             ``cg_atol + cg_rtol * |g|`` (or after ``cg_max_steps`` iterations).
@@ -256,14 +259,20 @@ def scale_by_natural_gradient(
                     "dense": " (solver='dense' factorizes by Cholesky and needs "
                     "F + damping * I positive definite.)",
                     "cg": " (conjugate gradient broke down.)",
+                    "woodbury": " (solver='woodbury': the Fisher of a batch of n examples with "
+                    "c outputs each has rank at most n * c, below the parameter count, so "
+                    "`damping` must be > 0.)",
                 }.get(solver, "")
                 + _precision_note(params),
             )
 
         if solver in ("woodbury", "diagonal"):  # the Fisher's per-example Gram factor
-            x, step = subsampled_solve(fisher, params, updates, damp, solver, max_kl, **extra_args)
-            grad_bad = jnp.logical_not(jnp.all(jnp.isfinite(ravel_pytree(updates)[0])))
-            failed = jnp.logical_not(jnp.all(jnp.isfinite(ravel_pytree(x)[0])))
+            x, step, failed = subsampled_solve(
+                fisher, params, updates, damp, solver, max_kl, **extra_args
+            )
+            grad_bad = jnp.logical_not(
+                jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(updates)]))
+            )
             step = guard(step, grad_bad, failed)
             solution = ScaleByNaturalGradientState(solution=cast_like(x, state.solution))
             return cast_like(step, updates), solution

@@ -15,9 +15,9 @@ matrix; the diagonal option uses :math:`\operatorname{diag} F = \frac1n \sum_r U
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -90,6 +90,39 @@ def gram_rows(fisher: Any, params: PyTree, **extra_args: Any) -> tuple[list[jax.
     return [leaf.reshape(-1, int(leaf[0, 0].size)) for leaf in leaves], n
 
 
+def _damped_gram_solve(gram: jax.Array, b: jax.Array, shift: jax.Array) -> jax.Array:
+    r""":math:`z = (K + s I)^{-1} b` for a Gram matrix :math:`K \succeq 0` and a shift :math:`s`.
+
+    Scale-aware: :math:`K` is divided by its mean eigenvalue :math:`\operatorname{tr} K / m`
+    (so the shift is measured against the Fisher's own scale) and factorized by Cholesky. When
+    rounding makes the computed :math:`K + s I` indefinite (a shift below the Gram's rounding
+    error, :math:`\epsilon \|K\|`, as with duplicated or collinear examples in float32), the
+    solve falls back to an eigendecomposition with the negative rounding eigenvalues clipped to
+    zero, the nearest positive semi-definite Gram (one ``lax.cond``: the fallback runs only when
+    Cholesky fails). With a zero shift and a singular Gram the result is not finite, which the
+    caller reports.
+    """
+    m = gram.shape[0]
+    gram = 0.5 * (gram + gram.T)
+    mean = jnp.trace(gram) / m
+    scale = jnp.where(jnp.isfinite(mean) & (mean > 0), mean, jnp.ones_like(mean))
+    k = gram / scale
+    s = shift / scale
+    rhs = b / scale
+    eye = jnp.eye(m, dtype=gram.dtype)
+    chol = jnp.linalg.cholesky(k + s * eye)
+    ok = jnp.all(jnp.isfinite(chol))
+
+    def by_cholesky(_):
+        return jax.scipy.linalg.cho_solve((chol, True), rhs)
+
+    def by_eigh(_):
+        w, v = jnp.linalg.eigh(k)
+        return v @ ((v.T @ rhs) / (jnp.maximum(w, 0) + s))
+
+    return jax.lax.cond(ok, by_cholesky, by_eigh, None)
+
+
 def subsampled_solve(
     fisher: Any,
     params: PyTree,
@@ -98,15 +131,23 @@ def subsampled_solve(
     solver: str,
     max_kl: Any,
     **extra_args: Any,
-) -> tuple[PyTree, PyTree]:
-    r"""``(x, step)``: :math:`x = (F + \lambda I)^{-1} g` exactly (Woodbury) or diagonally.
+) -> tuple[PyTree, PyTree, jax.Array]:
+    r"""``(x, step, failed)``: :math:`x = (F + \lambda I)^{-1} g` exactly (Woodbury) or diagonally.
 
     ``step`` is ``x`` scaled to the KL radius ``max_kl`` when it is given (as in
-    :func:`natural_gradient`), else ``x``.
+    :func:`natural_gradient`), else ``x``. ``failed`` is a boolean scalar: the solve is not
+    finite (zero damping: the Fisher of :math:`n` examples has rank at most :math:`m < P`, so
+    the Woodbury form needs :math:`\lambda > 0`; or a non-finite gradient). The caller reports
+    it, after the causes it checks first (a non-finite gradient, a negative damping).
+
+    The products run blockwise over the parameter leaves (no concatenated copy of :math:`U`),
+    in at least float32 and at the highest matmul precision (no TF32 or bfloat16 passes on
+    accelerators): :math:`U U^\top = \sum_b U_b U_b^\top`, :math:`U g = \sum_b U_b g_b`,
+    :math:`U^\top z = (z^\top U_b)_b`. The cost is that of the Gram, :math:`O(m^2 P)` with
+    :math:`m = n c`, plus :math:`m` per-example backward passes for the rows.
 
     Raises:
-        equinox.EquinoxRuntimeError: if the solve is not finite (zero damping with a singular
-            Fisher).
+        ValueError: if the gradient does not have one leaf per trainable leaf.
     """
     blocks, n = gram_rows(fisher, params, **extra_args)
     g_leaves, g_treedef = jax.tree.flatten(updates)
@@ -116,34 +157,35 @@ def subsampled_solve(
             "trainable leaves; pass the gradients of the trainable (inexact) leaves only."
         )
     dtype = jnp.promote_types(jnp.result_type(*g_leaves), jnp.float32)
-    u = jnp.concatenate([b.astype(dtype) for b in blocks], axis=1)  # (m, P)
-    g = jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in g_leaves])
+    us = [b.astype(dtype) for b in blocks]  # (m, P_b) each
+    gs = [jnp.ravel(leaf).astype(dtype) for leaf in g_leaves]
     lam = damping.astype(dtype)
+    hi = jax.lax.Precision.HIGHEST
     if solver == "diagonal":
-        x = g / (jnp.sum(u * u, axis=0) / n + lam)
+        xs = [g / (jnp.sum(u * u, axis=0) / n + lam) for u, g in zip(us, gs)]
     else:
-        gram = u @ u.T + n * lam * jnp.eye(u.shape[0], dtype=dtype)
-        z = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(gram), u @ g)
-        x = (g - u.T @ z) / lam
-    x = eqx.error_if(
-        x,
-        jnp.logical_not(jnp.all(jnp.isfinite(x))),
-        f"natural_gradient(solver={solver!r}): the damped Fisher is singular or the solve is "
-        "not finite; use a positive `damping`.",
-    )
-    step = x
+        gram = functools.reduce(jnp.add, [jnp.matmul(u, u.T, precision=hi) for u in us])
+        ug = functools.reduce(jnp.add, [jnp.matmul(u, g, precision=hi) for u, g in zip(us, gs)])
+        z = _damped_gram_solve(gram, ug, n * lam)
+        xs = [(g - jnp.matmul(z, u, precision=hi)) / lam for u, g in zip(us, gs)]
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
+    failed = jnp.logical_not(finite)
+    if solver == "woodbury":
+        failed = failed | jnp.logical_not(lam > 0)
+    steps = xs
     if max_kl is not None:
-        quad = 0.5 * jnp.vdot(g, x)
+        quad = 0.5 * sum(jnp.vdot(g, x) for g, x in zip(gs, xs))
         eps = jnp.asarray(max_kl, dtype)
-        step = x * jnp.where(quad > 0, jnp.sqrt(eps / jnp.where(quad > 0, quad, 1.0)), 1.0)
+        factor = jnp.where(quad > 0, jnp.sqrt(eps / jnp.where(quad > 0, quad, 1.0)), 1.0)
+        steps = [x * factor for x in xs]
 
-    def unflat(flat):
-        sizes = [int(jnp.size(leaf)) for leaf in g_leaves]
-        offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-        parts = [
-            flat[offsets[i] : offsets[i + 1]].reshape(jnp.shape(leaf)).astype(leaf.dtype)
-            for i, leaf in enumerate(g_leaves)
-        ]
-        return jax.tree.unflatten(g_treedef, parts)
+    def unflat(parts):
+        return jax.tree.unflatten(
+            g_treedef,
+            [
+                part.reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf))
+                for part, leaf in zip(parts, g_leaves)
+            ],
+        )
 
-    return unflat(x), unflat(step)
+    return unflat(xs), unflat(steps), failed
