@@ -159,7 +159,7 @@ def test_blocks_plain_jnp_layouts_and_tied_weight():
     }
 
 
-def _recurrent():
+def _recurrent(reverse=False, unroll=1):
     """A tanh RNN under ``lax.scan`` (W, U, b inside the scan) with a dense read-out V, c."""
     k = jax.random.split(KEY, 5)
     params = {
@@ -174,43 +174,77 @@ def _recurrent():
         def cell(h, x_t):
             return jnp.tanh(h @ p["W"] + x_t @ p["U"] + p["b"]), None
 
-        h, _ = jax.lax.scan(cell, jnp.zeros((xs.shape[0], 4), xs.dtype), jnp.swapaxes(xs, 0, 1))
+        h0 = jnp.zeros((xs.shape[0], 4), xs.dtype)
+        h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(xs, 0, 1), reverse=reverse, unroll=unroll)
         return h @ p["V"] + p["c"]
 
     return params, apply, jax.random.normal(k[4], (6, 5, 3))
 
 
-def test_scanned_weights_fall_back_to_exact_diagonal_blocks():
-    # Leaves used inside lax.scan are not split into per-step sites: they get diagonal blocks,
-    # shown by kfac_blocks; the read-out after the scan keeps its Kronecker block.
+class _EqxRNN(eqx.Module):
+    wx: eqx.nn.Linear
+    wh: eqx.nn.Linear
+    out: eqx.nn.Linear
+
+    def __init__(self, key):
+        k = jax.random.split(key, 3)
+        self.wx = eqx.nn.Linear(3, 4, key=k[0])
+        self.wh = eqx.nn.Linear(4, 4, use_bias=False, key=k[1])
+        self.out = eqx.nn.Linear(4, 2, key=k[2])
+
+    def __call__(self, xs):  # xs: (batch, time, 3)
+        def step(h, x_t):
+            return jnp.tanh(jax.vmap(self.wx)(x_t) + jax.vmap(self.wh)(h)), None
+
+        h, _ = jax.lax.scan(step, jnp.zeros((xs.shape[0], 4)), jnp.swapaxes(xs, 0, 1))
+        return jax.vmap(self.out)(h)
+
+
+def test_blocks_scanned_rnn_plain_and_equinox():
+    # A weight closed over by a scan body is used once per step: one Kronecker block summing
+    # the T = 5 uses; the bias added to the sum h @ W + x @ U joins the first site.
     params, apply, xs = _recurrent()
-    got = {(b.path, b.kind, b.bias_path, b.factor_shapes) for b in kfac_blocks(apply, params, xs)}
-    assert got == {
-        ("['U']", "diagonal", None, ((3, 4),)),
-        ("['W']", "diagonal", None, ((4, 4),)),
-        ("['b']", "diagonal", None, ((4,),)),
-        ("['V']", "dense", "['c']", ((5, 5), (2, 2))),
+    assert set(_summary(kfac_blocks(apply, params, xs))) == {
+        ("['U']", "dense", None, ((3, 3), (4, 4)), 5),
+        ("['W']", "dense", "['b']", ((5, 5), (4, 4)), 5),
+        ("['V']", "dense", "['c']", ((5, 5), (2, 2)), 1),
     }
-    # On one example, the "exact" estimator's diagonal is exactly diag(J^T J) (Gaussian output,
-    # unit variance: F = J^T J, Martens 2020, Sec. 9.2), and the update is g / (diag + damping).
-    x1 = xs[:1]
-    opt = scale_by_kfac(apply, "gaussian", example_inputs=x1, estimator="exact", max_kl=None)
-    state = opt.init(params)
-    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
-    updates, state = jax.jit(opt.update)(grads, state, params, batch=x1)
-    jac = jax.jacobian(lambda p: apply(p, x1)[0])(params)
-    for name, diag in zip(("U", "W", "b"), state.diagonals):
-        j = jac[name].reshape(2, -1)
-        want = jnp.sum(j**2, axis=0).reshape(params[name].shape)
-        np.testing.assert_allclose(diag, want, rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(updates[name], grads[name] / (want + 1e-2), rtol=1e-10)
+    model = _EqxRNN(KEY)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    apply = lambda p, x: eqx.combine(p, static)(x)
+    assert set(_summary(kfac_blocks(apply, params, xs))) == {
+        (".wx.weight", "dense", ".wx.bias", ((4, 4), (4, 4)), 5),
+        (".wh.weight", "dense", None, ((4, 4), (4, 4)), 5),
+        (".out.weight", "dense", ".out.bias", ((5, 5), (2, 2)), 1),
+    }
+
+
+def test_leaves_in_carry_or_while_loop_stay_diagonal():
+    params = {"W": jnp.zeros((3, 3)), "M": jnp.zeros((3, 3)), "V": jnp.zeros((3, 3))}
+
+    def apply(p, x):
+        def cell(carry, _):  # W is carried (and updated): not the same weight at each step
+            h, w = carry
+            return (jnp.tanh(h @ w), 0.9 * w), None
+
+        (h, _), _ = jax.lax.scan(cell, (x, p["W"]), None, length=3)
+        h = jax.lax.fori_loop(0, 2, lambda i, h: jnp.tanh(h @ p["M"]), h)  # static: a scan
+        return jax.lax.while_loop(lambda c: c[0] < 2, lambda c: (c[0] + 1, c[1] @ p["V"]), (0, h))[
+            1
+        ]
+
+    assert set(_summary(kfac_blocks(apply, params, jnp.zeros((4, 3))))) == {
+        ("['W']", "diagonal", None, ((3, 3),), 0),
+        ("['M']", "dense", None, ((3, 3), (3, 3)), 2),
+        ("['V']", "diagonal", None, ((3, 3),), 0),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Captured statistics: sum over rows of a g^T is the gradient (checks layouts and patches).
 
 
-@pytest.mark.parametrize("which", ["eqx_cnn", "linen_cnn", "tied"])
+@pytest.mark.parametrize("which", ["eqx_cnn", "linen_cnn", "tied", "rnn", "rnn_reverse"])
 def test_captured_rows_reproduce_the_gradient(which):
     if which == "eqx_cnn":
         params, apply = _eqx_apply(_EqxCNN(KEY))
@@ -227,10 +261,12 @@ def test_captured_rows_reproduce_the_gradient(which):
         x = jax.random.normal(KEY, (3, 5, 6, 2))
         variables = jax.tree.map(lambda t: t.astype(jnp.float64), CNN().init(KEY, x))
         params, apply = variables, CNN().apply
-    else:
+    elif which == "tied":
         params = {"V": jax.random.normal(KEY, (3, 3)), "b": jnp.ones(3)}
         apply = lambda p, x: jnp.tanh(jnp.tanh(x @ p["V"] + p["b"]) @ p["V"])
         x = jax.random.normal(KEY, (4, 3))
+    else:  # per-step rows of a scanned site, forward and reversed (unrolled) scans
+        params, apply, x = _recurrent(reverse=which == "rnn_reverse", unroll=2)
     plan = build_plan(apply, params, x)
     cot = jax.random.normal(jax.random.PRNGKey(1), jax.eval_shape(apply, params, x).shape)
     assert plan.blocks
