@@ -347,6 +347,87 @@ def test_kfac_equals_exact_fisher_blocks_on_linear_gaussian():
     assert np.all(np.where(same, 0.0, kmat) == 0.0)
 
 
+def _linear_over_time(steps, scanned):
+    """``y_t = x_t W + b`` for t < steps, under ``lax.scan`` or as ``steps`` explicit tied uses."""
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    params = {"W": jax.random.normal(k1, (3, 2)), "b": 0.1 * jax.random.normal(k2, (2,))}
+
+    def apply(p, x):  # x: (batch, steps, 3) -> (batch, steps * 2)
+        if scanned:
+            _, ys = jax.lax.scan(
+                lambda c, x_t: (c, x_t @ p["W"] + p["b"]), 0.0, jnp.swapaxes(x, 0, 1)
+            )
+        else:
+            ys = jnp.stack([x[:, t] @ p["W"] + p["b"] for t in range(steps)])
+        return jnp.swapaxes(ys, 0, 1).reshape(x.shape[0], -1)
+
+    return params, apply, jax.random.normal(k3, (7, steps, 3)) + 0.5
+
+
+def _kfac_state(apply, params, x, **kw):
+    opt = scale_by_kfac(apply, "gaussian", example_inputs=x, estimator="exact", **kw)
+    state = opt.init(params)
+    grads = jax.tree.map(lambda t: jnp.sin(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    updates, state = jax.jit(opt.update)(grads, state, params, batch=x)
+    return updates, state
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_scanned_weight_sums_its_steps_as_tied_uses(steps):
+    # Under lax.scan the T steps are T uses of one weight, as are T explicit tied uses:
+    # A = mean over the T * n rows of [x_t; 1][x_t; 1]^T and, with unit-variance Gaussian
+    # outputs and the exact estimator, G = sum_t E[g_t g_t^T] = T I (Martens & Grosse 2015,
+    # Sec. 3, uses summed as for a shared weight). For T = 1 a linear-Gaussian layer's K-FAC
+    # block is its exact Fisher (Martens 2020, Sec. 9.2).
+    got = {}
+    for scanned in (True, False):
+        params, apply, x = _linear_over_time(steps, scanned)
+        plan = build_plan(apply, params, x)
+        assert len(plan.blocks) == 1 and plan.blocks[0].bias is not None and not plan.diagonal
+        assert [b.uses for b in kfac_blocks(apply, params, x)] == [steps]
+        updates, state = _kfac_state(apply, params, x, max_kl=None)
+        kmat = jax.jit(lambda s, plan=plan, params=params: _kfac_matrix(plan, s, params))(state)
+        got[scanned] = (updates, state, kmat)
+    (u_s, st_s, k_s), (u_t, st_t, k_t) = got[True], got[False]
+    np.testing.assert_allclose(k_s, k_t, rtol=1e-10, atol=1e-12)
+    for f_s, f_t in zip(st_s.factors_a + st_s.factors_g, st_t.factors_a + st_t.factors_g):
+        np.testing.assert_allclose(f_s, f_t, rtol=1e-10, atol=1e-12)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(u_s[name], u_t[name], rtol=1e-10, atol=1e-12)
+    rows = jnp.concatenate([x.reshape(-1, 3), jnp.ones((x.shape[0] * steps, 1))], axis=1)
+    np.testing.assert_allclose(st_s.factors_a[0], rows.T @ rows / rows.shape[0], rtol=1e-10)
+    np.testing.assert_allclose(st_s.factors_g[0], steps * jnp.eye(2), rtol=1e-10, atol=1e-12)
+    if steps == 1:
+        fisher = predictive_fisher(apply, "gaussian")
+        fmat = jax.jit(lambda p: fisher(p, batch=x).as_matrix())(params)
+        np.testing.assert_allclose(k_s, fmat, rtol=1e-10, atol=1e-12)
+
+
+def test_kfac_step_on_a_scanned_rnn_descends_without_retracing():
+    params, apply, xs = _recurrent()
+    y = jnp.argmax(jnp.sum(xs, axis=1)[:, :2], axis=1)
+    opt = kfac(0.1, apply, "categorical", example_inputs=xs, damping=1e-2)
+    state = opt.init(params)
+    loss_fn = lambda p: _ce(apply(p, xs), y)
+
+    @jax.jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(params, state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params, batch=(xs, y))
+        return optax.apply_updates(params, updates), state, loss
+
+    losses = []
+    for _ in range(3):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    kstate = state[0]  # (rho is NaN until adaptive damping measures a step)
+    finite = jax.tree.leaves((params, kstate.factors_a, kstate.factors_g, kstate.diagonals))
+    assert all(np.all(np.isfinite(leaf)) for leaf in finite)
+    assert float(loss_fn(params)) < losses[0]
+    assert losses[2] < losses[1] < losses[0]
+
+
 def test_matvec_is_the_dense_kronecker_product_and_update_the_damped_solve():
     params, apply, x = _deep_linear()
     apply2 = lambda p, x: jnp.tanh(apply(p, x))

@@ -199,6 +199,10 @@ def _replay(chain: tuple[tuple[str, Any], ...], x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _shape(aval) -> tuple[int, ...]:
+    return tuple(aval.shape)
+
+
 def _size(aval) -> int:
     return int(np.prod(aval.shape, dtype=np.int64))
 
@@ -344,7 +348,7 @@ def _analyze(
                         isinstance(v, jex.core.Var)
                         and v in site_out
                         and uses.get(v) == 1
-                        and tuple(v.aval.shape) == tuple(eqn.outvars[0].aval.shape)
+                        and _shape(v.aval) == _shape(eqn.outvars[0].aval)
                     ):
                         site_out[eqn.outvars[0]] = site_out[v]
                         break
@@ -784,6 +788,18 @@ def kfac_blocks(
         ...     print(block.path, block.kind, block.bias_path, block.factor_shapes)
         ['W'] dense ['b'] ((4, 4), (2, 2))
         ['s'] diagonal None ((),)
+
+        A recurrent layer scanned over 7 steps: each weight's block sums its 7 uses.
+
+        >>> params = {"U": jnp.zeros((3, 2)), "W": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
+        >>> def rnn(p, xs):  # xs: (batch, time, 3)
+        ...     cell = lambda h, x: (jnp.tanh(h @ p["W"] + x @ p["U"] + p["b"]), None)
+        ...     h0 = jnp.zeros((xs.shape[0], 2), xs.dtype)
+        ...     return jax.lax.scan(cell, h0, jnp.swapaxes(xs, 0, 1))[0]
+        >>> for block in kfac_blocks(rnn, params, jnp.zeros((5, 7, 3))):
+        ...     print(block.path, block.kind, block.bias_path, block.factor_shapes, block.uses)
+        ['U'] dense None ((3, 3), (2, 2)) 7
+        ['W'] dense ['b'] ((3, 3), (2, 2)) 7
 
     References:
         Martens & Grosse, *Optimizing neural networks with Kronecker-factored approximate
