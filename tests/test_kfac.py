@@ -244,7 +244,9 @@ def test_leaves_in_carry_or_while_loop_stay_diagonal():
 # Captured statistics: sum over rows of a g^T is the gradient (checks layouts and patches).
 
 
-@pytest.mark.parametrize("which", ["eqx_cnn", "linen_cnn", "tied", "rnn", "rnn_reverse"])
+@pytest.mark.parametrize(
+    "which", ["eqx_cnn", "linen_cnn", "tied", "rnn", "rnn_reverse", "nested_scan"]
+)
 def test_captured_rows_reproduce_the_gradient(which):
     if which == "eqx_cnn":
         params, apply = _eqx_apply(_EqxCNN(KEY))
@@ -265,6 +267,30 @@ def test_captured_rows_reproduce_the_gradient(which):
         params = {"V": jax.random.normal(KEY, (3, 3)), "b": jnp.ones(3)}
         apply = lambda p, x: jnp.tanh(jnp.tanh(x @ p["V"] + p["b"]) @ p["V"])
         x = jax.random.normal(KEY, (4, 3))
+    elif which == "nested_scan":  # a jitted scan in a reversed scan; W in and after the cell
+        k = jax.random.split(KEY, 4)
+        params = {
+            "W": jax.random.normal(k[0], (3, 3)),
+            "b": jax.random.normal(k[1], (3,)),
+            "V": jax.random.normal(k[2], (3, 3)),
+        }
+
+        def apply(p, xs):
+            def outer(h, x_t):
+                inner = jax.jit(
+                    lambda h: jax.lax.scan(
+                        lambda g, _: (jnp.tanh(g @ p["V"]), None), h, None, length=2
+                    )[0]
+                )
+                h = inner(jnp.tanh(h @ p["W"] + x_t + p["b"]))
+                return h, h @ p["W"]
+
+            h0 = jnp.zeros((xs.shape[0], 3))
+            h, ys = jax.lax.scan(outer, h0, jnp.swapaxes(xs, 0, 1), reverse=True)
+            return jnp.concatenate([h, ys.sum(0)], axis=1)
+
+        x = jax.random.normal(k[3], (5, 4, 3))
+        assert [b.uses for b in kfac_blocks(apply, params, x)] == [8, 8]
     else:  # per-step rows of a scanned site, forward and reversed (unrolled) scans
         params, apply, x = _recurrent(reverse=which == "rnn_reverse", unroll=2)
     plan = build_plan(apply, params, x)
