@@ -219,6 +219,38 @@ def test_blocks_scanned_rnn_plain_and_equinox():
     }
 
 
+def test_blocks_flax_linen_scanned_cell():
+    nn = pytest.importorskip("flax.linen")
+
+    class RNN(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            scan = nn.scan(
+                nn.SimpleCell,
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=1,
+                out_axes=1,
+            )
+            h, _ = scan(features=4)(jnp.zeros((xs.shape[0], 4), xs.dtype), xs)
+            return nn.Dense(2)(h)
+
+    xs = jnp.zeros((6, 5, 3))
+    variables = RNN().init(KEY, xs)
+    cell = "['params']['ScanSimpleCell_0']"
+    assert set(_summary(kfac_blocks(RNN().apply, variables, xs))) == {
+        (f"{cell}['i']['kernel']", "dense", f"{cell}['i']['bias']", ((4, 4), (4, 4)), 5),
+        (f"{cell}['h']['kernel']", "dense", None, ((4, 4), (4, 4)), 5),
+        (
+            "['params']['Dense_0']['kernel']",
+            "dense",
+            "['params']['Dense_0']['bias']",
+            ((5, 5), (2, 2)),
+            1,
+        ),
+    }
+
+
 def test_leaves_in_carry_or_while_loop_stay_diagonal():
     params = {"W": jnp.zeros((3, 3)), "M": jnp.zeros((3, 3)), "V": jnp.zeros((3, 3))}
 
