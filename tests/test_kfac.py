@@ -159,7 +159,7 @@ def test_blocks_plain_jnp_layouts_and_tied_weight():
     }
 
 
-def _recurrent():
+def _recurrent(reverse=False, unroll=1):
     """A tanh RNN under ``lax.scan`` (W, U, b inside the scan) with a dense read-out V, c."""
     k = jax.random.split(KEY, 5)
     params = {
@@ -174,43 +174,111 @@ def _recurrent():
         def cell(h, x_t):
             return jnp.tanh(h @ p["W"] + x_t @ p["U"] + p["b"]), None
 
-        h, _ = jax.lax.scan(cell, jnp.zeros((xs.shape[0], 4), xs.dtype), jnp.swapaxes(xs, 0, 1))
+        h0 = jnp.zeros((xs.shape[0], 4), xs.dtype)
+        h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(xs, 0, 1), reverse=reverse, unroll=unroll)
         return h @ p["V"] + p["c"]
 
     return params, apply, jax.random.normal(k[4], (6, 5, 3))
 
 
-def test_scanned_weights_fall_back_to_exact_diagonal_blocks():
-    # Leaves used inside lax.scan are not split into per-step sites: they get diagonal blocks,
-    # shown by kfac_blocks; the read-out after the scan keeps its Kronecker block.
+class _EqxRNN(eqx.Module):
+    wx: eqx.nn.Linear
+    wh: eqx.nn.Linear
+    out: eqx.nn.Linear
+
+    def __init__(self, key):
+        k = jax.random.split(key, 3)
+        self.wx = eqx.nn.Linear(3, 4, key=k[0])
+        self.wh = eqx.nn.Linear(4, 4, use_bias=False, key=k[1])
+        self.out = eqx.nn.Linear(4, 2, key=k[2])
+
+    def __call__(self, xs):  # xs: (batch, time, 3)
+        def step(h, x_t):
+            return jnp.tanh(jax.vmap(self.wx)(x_t) + jax.vmap(self.wh)(h)), None
+
+        h, _ = jax.lax.scan(step, jnp.zeros((xs.shape[0], 4)), jnp.swapaxes(xs, 0, 1))
+        return jax.vmap(self.out)(h)
+
+
+def test_blocks_scanned_rnn_plain_and_equinox():
+    # A weight closed over by a scan body is used once per step: one Kronecker block summing
+    # the T = 5 uses; the bias added to the sum h @ W + x @ U joins the first site.
     params, apply, xs = _recurrent()
-    got = {(b.path, b.kind, b.bias_path, b.factor_shapes) for b in kfac_blocks(apply, params, xs)}
-    assert got == {
-        ("['U']", "diagonal", None, ((3, 4),)),
-        ("['W']", "diagonal", None, ((4, 4),)),
-        ("['b']", "diagonal", None, ((4,),)),
-        ("['V']", "dense", "['c']", ((5, 5), (2, 2))),
+    assert set(_summary(kfac_blocks(apply, params, xs))) == {
+        ("['U']", "dense", None, ((3, 3), (4, 4)), 5),
+        ("['W']", "dense", "['b']", ((5, 5), (4, 4)), 5),
+        ("['V']", "dense", "['c']", ((5, 5), (2, 2)), 1),
     }
-    # On one example, the "exact" estimator's diagonal is exactly diag(J^T J) (Gaussian output,
-    # unit variance: F = J^T J, Martens 2020, Sec. 9.2), and the update is g / (diag + damping).
-    x1 = xs[:1]
-    opt = scale_by_kfac(apply, "gaussian", example_inputs=x1, estimator="exact", max_kl=None)
-    state = opt.init(params)
-    grads = jax.tree.map(lambda t: jnp.cos(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
-    updates, state = jax.jit(opt.update)(grads, state, params, batch=x1)
-    jac = jax.jacobian(lambda p: apply(p, x1)[0])(params)
-    for name, diag in zip(("U", "W", "b"), state.diagonals):
-        j = jac[name].reshape(2, -1)
-        want = jnp.sum(j**2, axis=0).reshape(params[name].shape)
-        np.testing.assert_allclose(diag, want, rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(updates[name], grads[name] / (want + 1e-2), rtol=1e-10)
+    model = _EqxRNN(KEY)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    apply = lambda p, x: eqx.combine(p, static)(x)
+    assert set(_summary(kfac_blocks(apply, params, xs))) == {
+        (".wx.weight", "dense", ".wx.bias", ((4, 4), (4, 4)), 5),
+        (".wh.weight", "dense", None, ((4, 4), (4, 4)), 5),
+        (".out.weight", "dense", ".out.bias", ((5, 5), (2, 2)), 1),
+    }
+
+
+def test_blocks_flax_linen_scanned_cell():
+    nn = pytest.importorskip("flax.linen")
+
+    class RNN(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            scan = nn.scan(
+                nn.SimpleCell,
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=1,
+                out_axes=1,
+            )
+            h, _ = scan(features=4)(jnp.zeros((xs.shape[0], 4), xs.dtype), xs)
+            return nn.Dense(2)(h)
+
+    xs = jnp.zeros((6, 5, 3))
+    variables = RNN().init(KEY, xs)
+    cell = "['params']['ScanSimpleCell_0']"
+    assert set(_summary(kfac_blocks(RNN().apply, variables, xs))) == {
+        (f"{cell}['i']['kernel']", "dense", f"{cell}['i']['bias']", ((4, 4), (4, 4)), 5),
+        (f"{cell}['h']['kernel']", "dense", None, ((4, 4), (4, 4)), 5),
+        (
+            "['params']['Dense_0']['kernel']",
+            "dense",
+            "['params']['Dense_0']['bias']",
+            ((5, 5), (2, 2)),
+            1,
+        ),
+    }
+
+
+def test_leaves_in_carry_or_while_loop_stay_diagonal():
+    params = {"W": jnp.zeros((3, 3)), "M": jnp.zeros((3, 3)), "V": jnp.zeros((3, 3))}
+
+    def apply(p, x):
+        def cell(carry, _):  # W is carried (and updated): not the same weight at each step
+            h, w = carry
+            return (jnp.tanh(h @ w), 0.9 * w), None
+
+        (h, _), _ = jax.lax.scan(cell, (x, p["W"]), None, length=3)
+        h = jax.lax.fori_loop(0, 2, lambda i, h: jnp.tanh(h @ p["M"]), h)  # static: a scan
+        return jax.lax.while_loop(lambda c: c[0] < 2, lambda c: (c[0] + 1, c[1] @ p["V"]), (0, h))[
+            1
+        ]
+
+    assert set(_summary(kfac_blocks(apply, params, jnp.zeros((4, 3))))) == {
+        ("['W']", "diagonal", None, ((3, 3),), 0),
+        ("['M']", "dense", None, ((3, 3), (3, 3)), 2),
+        ("['V']", "diagonal", None, ((3, 3),), 0),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Captured statistics: sum over rows of a g^T is the gradient (checks layouts and patches).
 
 
-@pytest.mark.parametrize("which", ["eqx_cnn", "linen_cnn", "tied"])
+@pytest.mark.parametrize(
+    "which", ["eqx_cnn", "linen_cnn", "tied", "rnn", "rnn_reverse", "nested_scan"]
+)
 def test_captured_rows_reproduce_the_gradient(which):
     if which == "eqx_cnn":
         params, apply = _eqx_apply(_EqxCNN(KEY))
@@ -227,10 +295,36 @@ def test_captured_rows_reproduce_the_gradient(which):
         x = jax.random.normal(KEY, (3, 5, 6, 2))
         variables = jax.tree.map(lambda t: t.astype(jnp.float64), CNN().init(KEY, x))
         params, apply = variables, CNN().apply
-    else:
+    elif which == "tied":
         params = {"V": jax.random.normal(KEY, (3, 3)), "b": jnp.ones(3)}
         apply = lambda p, x: jnp.tanh(jnp.tanh(x @ p["V"] + p["b"]) @ p["V"])
         x = jax.random.normal(KEY, (4, 3))
+    elif which == "nested_scan":  # a jitted scan in a reversed scan; W in and after the cell
+        k = jax.random.split(KEY, 4)
+        params = {
+            "W": jax.random.normal(k[0], (3, 3)),
+            "b": jax.random.normal(k[1], (3,)),
+            "V": jax.random.normal(k[2], (3, 3)),
+        }
+
+        def apply(p, xs):
+            def outer(h, x_t):
+                inner = jax.jit(
+                    lambda h: jax.lax.scan(
+                        lambda g, _: (jnp.tanh(g @ p["V"]), None), h, None, length=2
+                    )[0]
+                )
+                h = inner(jnp.tanh(h @ p["W"] + x_t + p["b"]))
+                return h, h @ p["W"]
+
+            h0 = jnp.zeros((xs.shape[0], 3))
+            h, ys = jax.lax.scan(outer, h0, jnp.swapaxes(xs, 0, 1), reverse=True)
+            return jnp.concatenate([h, ys.sum(0)], axis=1)
+
+        x = jax.random.normal(k[3], (5, 4, 3))
+        assert [b.uses for b in kfac_blocks(apply, params, x)] == [8, 8]
+    else:  # per-step rows of a scanned site, forward and reversed (unrolled) scans
+        params, apply, x = _recurrent(reverse=which == "rnn_reverse", unroll=2)
     plan = build_plan(apply, params, x)
     cot = jax.random.normal(jax.random.PRNGKey(1), jax.eval_shape(apply, params, x).shape)
     assert plan.blocks
@@ -309,6 +403,87 @@ def test_kfac_equals_exact_fisher_blocks_on_linear_gaussian():
         np.where(same, kmat, 0.0), np.where(same, fmat, 0.0), rtol=1e-10, atol=1e-12
     )
     assert np.all(np.where(same, 0.0, kmat) == 0.0)
+
+
+def _linear_over_time(steps, scanned):
+    """``y_t = x_t W + b`` for t < steps, under ``lax.scan`` or as ``steps`` explicit tied uses."""
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    params = {"W": jax.random.normal(k1, (3, 2)), "b": 0.1 * jax.random.normal(k2, (2,))}
+
+    def apply(p, x):  # x: (batch, steps, 3) -> (batch, steps * 2)
+        if scanned:
+            _, ys = jax.lax.scan(
+                lambda c, x_t: (c, x_t @ p["W"] + p["b"]), 0.0, jnp.swapaxes(x, 0, 1)
+            )
+        else:
+            ys = jnp.stack([x[:, t] @ p["W"] + p["b"] for t in range(steps)])
+        return jnp.swapaxes(ys, 0, 1).reshape(x.shape[0], -1)
+
+    return params, apply, jax.random.normal(k3, (7, steps, 3)) + 0.5
+
+
+def _kfac_state(apply, params, x, **kw):
+    opt = scale_by_kfac(apply, "gaussian", example_inputs=x, estimator="exact", **kw)
+    state = opt.init(params)
+    grads = jax.tree.map(lambda t: jnp.sin(jnp.arange(t.size).reshape(t.shape) + 1.0), params)
+    updates, state = jax.jit(opt.update)(grads, state, params, batch=x)
+    return updates, state
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_scanned_weight_sums_its_steps_as_tied_uses(steps):
+    # Under lax.scan the T steps are T uses of one weight, as are T explicit tied uses:
+    # A = mean over the T * n rows of [x_t; 1][x_t; 1]^T and, with unit-variance Gaussian
+    # outputs and the exact estimator, G = sum_t E[g_t g_t^T] = T I (Martens & Grosse 2015,
+    # Sec. 3, uses summed as for a shared weight). For T = 1 a linear-Gaussian layer's K-FAC
+    # block is its exact Fisher (Martens 2020, Sec. 9.2).
+    got = {}
+    for scanned in (True, False):
+        params, apply, x = _linear_over_time(steps, scanned)
+        plan = build_plan(apply, params, x)
+        assert len(plan.blocks) == 1 and plan.blocks[0].bias is not None and not plan.diagonal
+        assert [b.uses for b in kfac_blocks(apply, params, x)] == [steps]
+        updates, state = _kfac_state(apply, params, x, max_kl=None)
+        kmat = jax.jit(lambda s, plan=plan, params=params: _kfac_matrix(plan, s, params))(state)
+        got[scanned] = (updates, state, kmat)
+    (u_s, st_s, k_s), (u_t, st_t, k_t) = got[True], got[False]
+    np.testing.assert_allclose(k_s, k_t, rtol=1e-10, atol=1e-12)
+    for f_s, f_t in zip(st_s.factors_a + st_s.factors_g, st_t.factors_a + st_t.factors_g):
+        np.testing.assert_allclose(f_s, f_t, rtol=1e-10, atol=1e-12)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(u_s[name], u_t[name], rtol=1e-10, atol=1e-12)
+    rows = jnp.concatenate([x.reshape(-1, 3), jnp.ones((x.shape[0] * steps, 1))], axis=1)
+    np.testing.assert_allclose(st_s.factors_a[0], rows.T @ rows / rows.shape[0], rtol=1e-10)
+    np.testing.assert_allclose(st_s.factors_g[0], steps * jnp.eye(2), rtol=1e-10, atol=1e-12)
+    if steps == 1:
+        fisher = predictive_fisher(apply, "gaussian")
+        fmat = jax.jit(lambda p: fisher(p, batch=x).as_matrix())(params)
+        np.testing.assert_allclose(k_s, fmat, rtol=1e-10, atol=1e-12)
+
+
+def test_kfac_step_on_a_scanned_rnn_descends_without_retracing():
+    params, apply, xs = _recurrent()
+    y = jnp.argmax(jnp.sum(xs, axis=1)[:, :2], axis=1)
+    opt = kfac(0.1, apply, "categorical", example_inputs=xs, damping=1e-2)
+    state = opt.init(params)
+    loss_fn = lambda p: _ce(apply(p, xs), y)
+
+    @jax.jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(params, state):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params, batch=(xs, y))
+        return optax.apply_updates(params, updates), state, loss
+
+    losses = []
+    for _ in range(3):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    kstate = state[0]  # (rho is NaN until adaptive damping measures a step)
+    finite = jax.tree.leaves((params, kstate.factors_a, kstate.factors_g, kstate.diagonals))
+    assert all(np.all(np.isfinite(leaf)) for leaf in finite)
+    assert float(loss_fn(params)) < losses[0]
+    assert losses[2] < losses[1] < losses[0]
 
 
 def test_matvec_is_the_dense_kronecker_product_and_update_the_damped_solve():

@@ -9,14 +9,22 @@ re-laid-out leaf as its kernel, is a *site*: its output is
 :math:`s = a W` row by row, with :math:`a` the (patch of the) input and :math:`W` the leaf
 arranged as a ``(d_in, d_out)`` matrix. A leaf added (after broadcasting) to a site's output is
 that site's bias, carried as the homogeneous coordinate of :math:`a`. Calls (``jit``,
-``custom_jvp`` / ``custom_vjp``, ``checkpoint``) are looked into when parameters enter them;
-control flow (``scan``, ``while``, ``cond``) is not, so a leaf used there is unmatched. A leaf
-whose every use is a site (weight tying: several sites) gets a Kronecker block; every other
+``custom_jvp`` / ``custom_vjp``, ``checkpoint``) are looked into when parameters enter them,
+and so is the body of a ``scan`` (a scanned or recurrent layer, ``fori_loop`` with a static trip
+count) that parameters enter as constants: a site in the body is a site used at each of the
+``length`` steps, :math:`s_t = a_t W`. A leaf entering a ``scan`` as carry or as scanned input
+is unmatched, and so is a leaf used in ``while_loop`` or ``cond`` (not looked into). A leaf
+whose every use is a site gets a Kronecker block that sums its uses: several sites (weight
+tying) and the :math:`T` steps of a scanned site alike, every use contributing its rows
+:math:`a_t` to :math:`A` and its pre-activation gradients :math:`g_t` to :math:`G`; every other
 inexact leaf gets a diagonal block.
 
 The same jaxpr is then re-evaluated by a small interpreter that records each site's input and
 adds a zero perturbation to its output, so that one forward and one backward pass give the
-layer inputs and the back-propagated pre-activation gradients of every site.
+layer inputs and the back-propagated pre-activation gradients of every site. A ``scan`` holding
+sites is re-evaluated as a ``scan`` whose body runs through the same interpreter: the per-step
+perturbations enter as extra scanned inputs and the per-step site inputs leave as extra
+stacked outputs, both with the leading axes ``steps`` (the lengths of the enclosing scans).
 """
 
 from __future__ import annotations
@@ -58,7 +66,8 @@ class KFACBlockInfo(NamedTuple):
         factor_shapes: ``((d_in, d_in), (d_out, d_out))`` for a Kronecker block (``d_in``
             counts the bias row; for a convolution it is ``in_channels * window size``), the
             leaf's shape ``(shape,)`` for a diagonal block.
-        uses: how many sites share the weight (more than one for a tied weight).
+        uses: how many uses the block sums: its sites, a site inside ``lax.scan`` counted once
+            per step (more than one for a tied, scanned or recurrent weight).
     """
 
     path: str
@@ -90,6 +99,7 @@ class _Site:
     x_perm: tuple[int, ...] = ()  # dense: transposes the input to (rows..., contracted...)
     conv: dict[str, Any] | None = None
     bias: int | None = None  # leaf index of the joined bias
+    steps: tuple[int, ...] = ()  # lengths of the enclosing scans (outermost first)
 
 
 @dataclasses.dataclass
@@ -146,9 +156,8 @@ class Plan:
         for b in self.blocks:
             bias = None if b.bias is None else self.paths[b.bias]
             shapes = ((b.d_in, b.d_in), (b.d_out, b.d_out))
-            rows.append(
-                (b.leaf, KFACBlockInfo(self.paths[b.leaf], b.kind, bias, shapes, len(b.sites)))
-            )
+            n_uses = sum(_size_of(self.sites[s].steps) for s in b.sites)
+            rows.append((b.leaf, KFACBlockInfo(self.paths[b.leaf], b.kind, bias, shapes, n_uses)))
         for i in self.diagonal:
             shape = tuple(np.shape(params_leaves[i]))
             rows.append((i, KFACBlockInfo(self.paths[i], "diagonal", None, (shape,), 0)))
@@ -188,6 +197,10 @@ def _replay(chain: tuple[tuple[str, Any], ...], x: np.ndarray) -> np.ndarray:
     for name, params in chain:
         x = _np_shape_op(name, params, x)
     return x
+
+
+def _shape(aval) -> tuple[int, ...]:
+    return tuple(aval.shape)
 
 
 def _size(aval) -> int:
@@ -286,7 +299,13 @@ def _conv_site(eqn, key, ins, ctx: _Ctx) -> _Site | None:
     )
 
 
-def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx: _Ctx) -> None:
+def _analyze(
+    jaxpr,
+    prov_in: Sequence[_Prov | None],
+    path: tuple[int, ...],
+    ctx: _Ctx,
+    steps: tuple[int, ...] = (),
+) -> None:
     prov: dict[Any, _Prov] = {}
     site_out: dict[Any, tuple[int, tuple]] = {}  # var -> (site, output chain)
     uses: dict[Any, int] = {}
@@ -321,6 +340,18 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
             ):
                 s, chain = site_out[v]
                 site_out[eqn.outvars[0]] = (s, (*chain, (name, eqn.params)))
+            elif name == "add":
+                # A sum of activations passes its cotangent unchanged to a site output among
+                # them (``h @ W + x @ U``): a bias added to the sum joins that (first) site.
+                for v in eqn.invars:
+                    if (
+                        isinstance(v, jex.core.Var)
+                        and v in site_out
+                        and uses.get(v) == 1
+                        and _shape(v.aval) == _shape(eqn.outvars[0].aval)
+                    ):
+                        site_out[eqn.outvars[0]] = site_out[v]
+                        break
             continue
         if name in _SHAPE_OPS and single:
             p = ins[0]
@@ -334,7 +365,18 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
         if sub is not None:
             sub_jaxpr, _ = sub
             ctx.inlined.add(key)
-            _analyze(sub_jaxpr, ins, key, ctx)
+            _analyze(sub_jaxpr, ins, key, ctx, steps)
+            continue
+        if name == "scan":
+            # Leaves entering as constants are the same at every step: look into the body.
+            # A leaf entering as carry or scanned input changes or is sliced: unmatched.
+            n_consts = eqn.params["num_consts"]
+            for p in ins[n_consts:]:
+                if p is not None:
+                    ctx.other_uses.add(p.leaf)
+            ctx.inlined.add(key)
+            body_in = [*ins[:n_consts], *([None] * (len(ins) - n_consts))]
+            _analyze(eqn.params["jaxpr"].jaxpr, body_in, key, ctx, (*steps, eqn.params["length"]))
             continue
         n_prov = sum(p is not None for p in ins)
         site = None
@@ -348,6 +390,7 @@ def _analyze(jaxpr, prov_in: Sequence[_Prov | None], path: tuple[int, ...], ctx:
         ):
             site = _conv_site(eqn, key, ins, ctx)
         if site is not None:
+            site.steps = steps
             ctx.sites.append(site)
             site_out[eqn.outvars[0]] = (len(ctx.sites) - 1, ())
             continue
@@ -528,6 +571,48 @@ def _bind(eqn, invals: list[Any]) -> list[Any]:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
+def _evaluate_scan(eqn, invals, key, plan: Plan, perts, acts: dict[int, Any]) -> list[Any]:
+    """A ``scan`` holding sites, as a ``scan`` whose body runs through :func:`_evaluate`.
+
+    The per-step perturbations of the body's sites are extra scanned inputs and their per-step
+    inputs extra stacked outputs (``reverse`` and ``unroll`` pass through unchanged).
+    """
+    p = eqn.params
+    n_consts, n_carry = p["num_consts"], p["num_carry"]
+    body = p["jaxpr"]
+    inner = [j for j, s in enumerate(plan.sites) if s.key[: len(key)] == key]
+    if not inner:
+        return _bind(eqn, invals)
+    consts, init, xs = (
+        invals[:n_consts],
+        invals[n_consts : n_consts + n_carry],
+        invals[n_consts + n_carry :],
+    )
+
+    def step(carry, x):
+        xs_t, perts_t = x
+        view = list(perts)
+        for j, pt in zip(inner, perts_t):
+            view[j] = pt
+        step_acts: dict[int, Any] = {}
+        outs = _evaluate(
+            body.jaxpr, body.consts, [*consts, *carry, *xs_t], key, plan, view, step_acts
+        )
+        return outs[:n_carry], (outs[n_carry:], [step_acts[j] for j in inner])
+
+    carry, (ys, inner_acts) = jax.lax.scan(
+        step,
+        init,
+        (xs, [perts[j] for j in inner]),
+        length=p["length"],
+        reverse=p["reverse"],
+        unroll=p["unroll"],
+    )
+    for j, a in zip(inner, inner_acts):
+        acts[j] = a
+    return [*carry, *ys]
+
+
 def _evaluate(jaxpr, consts, args, path, plan: Plan, perts, acts: dict[int, Any]) -> list[Any]:
     env: dict[Any, Any] = {}
 
@@ -541,7 +626,9 @@ def _evaluate(jaxpr, consts, args, path, plan: Plan, perts, acts: dict[int, Any]
     for i, eqn in enumerate(jaxpr.eqns):
         key = (*path, i)
         invals = [read(v) for v in eqn.invars]
-        if key in plan.inlined:
+        if key in plan.inlined and eqn.primitive.name == "scan":
+            outs = _evaluate_scan(eqn, invals, key, plan, perts, acts)
+        elif key in plan.inlined:
             sub = _sub_jaxpr(eqn)
             assert sub is not None
             outs = _evaluate(sub[0], sub[1], invals, key, plan, perts, acts)
@@ -561,6 +648,9 @@ def perturbed_apply(
 ) -> tuple[Any, list[Any]]:
     """Evaluate the model with ``perts[j]`` added to site ``j``'s output.
 
+    A site inside ``lax.scan`` takes ``perts[j]`` stacked over the steps, of shape
+    ``(*site.steps, *site.out_shape)``, and its input is returned stacked likewise.
+
     Returns:
         ``(outputs, site_inputs)``: the model's outputs and the activation operand of each site.
     """
@@ -571,11 +661,23 @@ def perturbed_apply(
 
 
 def zero_perturbations(plan: Plan) -> list[jax.Array]:
-    return [jnp.zeros(s.out_shape, s.out_dtype) for s in plan.sites]
+    return [jnp.zeros((*s.steps, *s.out_shape), s.out_dtype) for s in plan.sites]
+
+
+def _per_step(site: _Site, x: jax.Array, rows: Callable[[_Site, jax.Array], jax.Array], d: int):
+    """``rows`` of each step of a scanned site, stacked as ``(steps * rows, d)``."""
+    inner = dataclasses.replace(site, steps=())
+    flat = x.reshape(-1, *x.shape[len(site.steps) :])
+    return jax.vmap(lambda t: rows(inner, t))(flat).reshape(-1, d)
 
 
 def input_rows(site: _Site, x: jax.Array) -> jax.Array:
-    """The site's inputs as rows ``(rows, d_in)`` (patches for a convolution), no bias column."""
+    """The site's inputs as rows ``(rows, d_in)`` (patches for a convolution), no bias column.
+
+    A scanned site's stacked inputs give the rows of every step (each step is one use).
+    """
+    if site.steps:
+        return _per_step(site, x, input_rows, site.index.shape[0])
     if site.kind == "conv":
         assert site.conv is not None
         c = site.conv
@@ -595,7 +697,9 @@ def input_rows(site: _Site, x: jax.Array) -> jax.Array:
 
 
 def output_rows(site: _Site, g: jax.Array) -> jax.Array:
-    """The site's output (or its cotangent) as rows ``(rows, d_out)``."""
+    """The site's output (or its cotangent) as rows ``(rows, d_out)`` (every step if scanned)."""
+    if site.steps:
+        return _per_step(site, g, output_rows, site.index.shape[1])
     return jnp.transpose(g, site.row_perm).reshape(-1, site.index.shape[1])
 
 
@@ -657,10 +761,13 @@ def kfac_blocks(
     through transposes, reshapes, dtype casts, under ``vmap`` or not) or is a convolution kernel
     gets a Kronecker block :math:`A \otimes G` of shapes ``(d_in, d_in)`` and
     ``(d_out, d_out)``; a leaf added to such a product's output is its bias (one more row of
-    ``A``, the homogeneous coordinate); a weight used in several products sums its uses. Every
-    other inexact leaf gets a diagonal block, among them a weight used inside control flow
-    (``lax.scan``, ``while_loop``, ``cond``: a scanned or recurrent layer), whose uses are not
-    split into per-step products: its block is the exact Fisher diagonal's estimate instead.
+    ``A``, the homogeneous coordinate); a weight used in several products sums its uses. A
+    weight used inside a ``lax.scan`` body (a scanned or recurrent layer, entering the scan as a
+    constant, as a closure does) is used once per step: its :math:`T` steps are summed as
+    :math:`T` uses, the rows :math:`a_t` of every step averaged into :math:`A` and the
+    pre-activation gradients :math:`g_t` summed into :math:`G`, as for a tied weight. Every
+    other inexact leaf gets a diagonal block, among them a leaf entering a ``scan`` as carry or
+    scanned input and a leaf used in ``while_loop`` or ``cond`` (not looked into).
 
     Args:
         apply: the model, in any form :func:`predictive_fisher` takes (a function
@@ -681,6 +788,18 @@ def kfac_blocks(
         ...     print(block.path, block.kind, block.bias_path, block.factor_shapes)
         ['W'] dense ['b'] ((4, 4), (2, 2))
         ['s'] diagonal None ((),)
+
+        A recurrent layer scanned over 7 steps: each weight's block sums its 7 uses.
+
+        >>> params = {"U": jnp.zeros((3, 2)), "W": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
+        >>> def rnn(p, xs):  # xs: (batch, time, 3)
+        ...     cell = lambda h, x: (jnp.tanh(h @ p["W"] + x @ p["U"] + p["b"]), None)
+        ...     h0 = jnp.zeros((xs.shape[0], 2), xs.dtype)
+        ...     return jax.lax.scan(cell, h0, jnp.swapaxes(xs, 0, 1))[0]
+        >>> for block in kfac_blocks(rnn, params, jnp.zeros((5, 7, 3))):
+        ...     print(block.path, block.kind, block.bias_path, block.factor_shapes, block.uses)
+        ['U'] dense None ((3, 3), (2, 2)) 7
+        ['W'] dense ['b'] ((3, 3), (2, 2)) 7
 
     References:
         Martens & Grosse, *Optimizing neural networks with Kronecker-factored approximate
