@@ -370,7 +370,11 @@ def scale_by_kfac(
             axis for ``"categorical"``, means for ``"gaussian"``).
         output: ``"categorical"`` or ``"gaussian"``, as for :func:`predictive_fisher`.
         example_inputs: a batch of inputs (arrays or ``jax.ShapeDtypeStruct`` s) used by
-            ``init`` to find the blocks and size the state; any batch size.
+            ``init`` to find the blocks and size the state; any batch size. Optional: without
+            it ``init`` returns the state without its factors, and the first ``update`` finds
+            the blocks from its batch and adds them (so a jitted step traces twice, once for
+            each state layout; pass ``example_inputs`` where the state must keep one layout
+            from ``init`` on, as the carry of ``lax.scan`` or a checkpoint template).
         example_params: the whole parameters (arrays or ``jax.ShapeDtypeStruct`` s), needed
             by ``init`` only inside ``optax.masked`` / ``optax.multi_transform``, where it
             sees the selected leaves alone. There ``update`` also needs the whole current
@@ -413,8 +417,8 @@ def scale_by_kfac(
         batch=...)``.
 
     Raises:
-        ValueError: for unknown options, a missing ``example_inputs`` (in ``init``; or
-            ``example_params`` under ``optax.masked``), missing ``params``, batch or (under
+        ValueError: for unknown options, a missing ``example_params`` (in ``init``, under
+            ``optax.masked``), missing ``params``, batch or (under
             ``optax.masked``) ``full_params`` in ``update``, or outputs that are not one
             batch-leading array.
 
@@ -469,24 +473,38 @@ def scale_by_kfac(
         plan = build_plan(model, full_params, inputs)
         return restrict_plan(plan, {i for i, x in enumerate(p_leaves) if not _is_masked(x)})
 
-    def init_fn(params: PyTree) -> ScaleByKFACState:
-        if example_inputs is None:
+    def full_params_at_init(params: PyTree) -> PyTree:
+        if not any(_is_masked(x) for x in jax.tree.leaves(params, is_leaf=_is_masked)):
+            return params
+        if example_params is None:
             raise ValueError(
-                "scale_by_kfac traces the model to find its blocks before the first batch: "
-                "pass `example_inputs=` (a batch of inputs, or jax.ShapeDtypeStruct s of one)."
+                "scale_by_kfac is inside `optax.masked` / `optax.multi_transform`, so `init` "
+                "sees only the selected leaves: pass the whole parameters (or "
+                "jax.ShapeDtypeStruct s of them) as `example_params=` to find the blocks, "
+                "and `full_params=params` to `update`."
             )
-        full = params
-        if any(_is_masked(x) for x in jax.tree.leaves(params, is_leaf=_is_masked)):
-            if example_params is None:
-                raise ValueError(
-                    "scale_by_kfac is inside `optax.masked` / `optax.multi_transform`, so `init` "
-                    "sees only the selected leaves: pass the whole parameters (or "
-                    "jax.ShapeDtypeStruct s of them) as `example_params=` to find the blocks, "
-                    "and `full_params=params` to `update`."
-                )
-            split_trainable(params, example_params, builder="scale_by_kfac")  # validates
-            full = example_params
-        plan = selected_plan(params, full, example_inputs)
+        split_trainable(params, example_params, builder="scale_by_kfac")  # validates
+        return example_params
+
+    def blank_state(dtype) -> ScaleByKFACState:
+        """The state before the blocks are known: counters, key and damping only."""
+        return ScaleByKFACState(
+            count=jnp.zeros((), jnp.int32),
+            stats_count=jnp.zeros((), jnp.int32),
+            key=jax.random.PRNGKey(seed),
+            factors_a=(),
+            factors_g=(),
+            eigvals_a=(),
+            eigvecs_a=(),
+            eigvals_g=(),
+            eigvecs_g=(),
+            diagonals=(),
+            damping=jnp.asarray(damping, dtype),
+            rho=jnp.asarray(jnp.nan, dtype),
+        )
+
+    def with_blocks(state: ScaleByKFACState, plan: Plan, full: PyTree) -> ScaleByKFACState:
+        """``state`` with identity factors and zero diagonals for the blocks of ``plan``."""
         leaves = jax.tree.leaves(full)
         dtype = _algebra_dtype(leaves)
         eig = inverse == "eigh"
@@ -494,10 +512,7 @@ def scale_by_kfac(
         ones = lambda d: jnp.ones(d, dtype)
         da = [b.d_in for b in plan.blocks]
         dg = [b.d_out for b in plan.blocks]
-        return ScaleByKFACState(
-            count=jnp.zeros((), jnp.int32),
-            stats_count=jnp.zeros((), jnp.int32),
-            key=jax.random.PRNGKey(seed),
+        return state._replace(
             factors_a=tuple(eye(d) for d in da),
             factors_g=tuple(eye(d) for d in dg),
             eigvals_a=tuple(ones(d) for d in da) if eig else (),
@@ -507,9 +522,15 @@ def scale_by_kfac(
             diagonals=tuple(jnp.zeros(np.shape(leaves[i]), dtype) for i in plan.diagonal),
             inv_a=() if eig else tuple(eye(d) for d in da),
             inv_g=() if eig else tuple(eye(d) for d in dg),
-            damping=jnp.asarray(damping, dtype),
-            rho=jnp.asarray(jnp.nan, dtype),
         )
+
+    def init_fn(params: PyTree) -> ScaleByKFACState:
+        full = full_params_at_init(params)
+        state = blank_state(_algebra_dtype(jax.tree.leaves(full)))
+        if example_inputs is None:
+            # The blocks are found at the first update, from the batch (see the docstring).
+            return state
+        return with_blocks(state, selected_plan(params, full, example_inputs), full)
 
     def lm_update(plan, params, inputs, targets, g32, d, fa, fg, diags, damp, state):
         """Reduction ratio of the unit step -d and the Levenberg-Marquardt damping update."""
@@ -562,6 +583,8 @@ def scale_by_kfac(
             params = extra_args.get("full_params")
             split_trainable(selected, params, builder="scale_by_kfac")  # validates
         plan = selected_plan(selected, params, inputs)
+        if not state.factors_a and not state.diagonals:  # initialized without example_inputs
+            state = with_blocks(state, plan, params)
         if len(plan.blocks) != len(state.factors_a) or len(plan.diagonal) != len(state.diagonals):
             raise ValueError(
                 "scale_by_kfac: the model's blocks differ from those found at init; "
@@ -728,7 +751,8 @@ def kfac(
         output: ``"categorical"`` or ``"gaussian"``.
         momentum: heavy-ball momentum :math:`\beta` of the preconditioned direction, or
             ``None`` (none).
-        example_inputs: a batch of inputs, used by ``init`` to find the blocks.
+        example_inputs: optional, a batch of inputs used by ``init`` to find the blocks
+            (without it the first ``update`` finds them; see :func:`scale_by_kfac`).
         example_params: the whole parameters, for ``init`` inside ``optax.masked`` (see
             :func:`scale_by_kfac`).
         damping: Tikhonov damping.
