@@ -396,6 +396,7 @@ class AbstractExponentialFamily(AbstractDuallyFlatManifold):
 
         Example:
             >>> import jax.numpy as jnp
+            >>> from infogeo_jax import ExponentialFamily
             >>> poisson = ExponentialFamily(lambda th: jnp.exp(th[0]))
             >>> float(poisson.natural_parameters(jnp.array([1.0]))[0])  # log(1)
             0.0
