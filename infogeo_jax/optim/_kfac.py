@@ -621,7 +621,7 @@ def scale_by_kfac(
                 state.count % curvature_every == 0, refresh, keep, None
             )
 
-        damp = state.damping if adaptive_damping else jnp.asarray(damping, dtype)
+        damp = jnp.asarray(state.damping if adaptive_damping else damping, dtype)
 
         def invert(_):
             if inverse == "cholesky":
