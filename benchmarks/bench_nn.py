@@ -52,7 +52,11 @@ import optax  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 from benchmarks._common import print_tables  # noqa: E402
-from benchmarks.bench_optim import _kfac_jax_with_shim, load_digits  # noqa: E402
+from benchmarks.bench_optim import (  # noqa: E402
+    _kfac_jax_with_shim,
+    kfac_jax_standard_optimizer,
+    load_digits,
+)
 from infogeo_jax.optim import (  # noqa: E402
     kfac,
     kfac_blocks,
@@ -301,15 +305,7 @@ def _kfac_jax_to_target(prob, seed) -> tuple[list[int | None], list[float], floa
             kfac_jax.register_squared_error_loss(out, y)
             return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
 
-        opt = kfac_jax.Optimizer(
-            value_and_grad_func=jax.value_and_grad(loss),
-            l2_reg=0.0,
-            use_adaptive_learning_rate=True,
-            use_adaptive_momentum=True,
-            use_adaptive_damping=True,
-            initial_damping=1.0,
-            multi_device=False,
-        )
+        opt = kfac_jax_standard_optimizer(kfac_jax, loss)
         perm = jax.random.permutation(jax.random.PRNGKey(100 + seed), prob.data[0].shape[0])
         batches = jax.jit(lambda i: _minibatch(prob, perm, i))
         full_loss = jax.jit(lambda p: prob.loss(apply, p, prob.data))

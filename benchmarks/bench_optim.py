@@ -252,6 +252,24 @@ def _kfac_jax_with_shim():
     return kfac_jax
 
 
+def kfac_jax_standard_optimizer(kfac_jax, loss, **options):
+    """kfac-jax's optimizer in its standard configuration, on ``loss(params, batch)``.
+
+    Adaptive learning rate, momentum and damping (initial damping 1), no weight decay, one
+    device; ``options`` are passed on to ``kfac_jax.Optimizer``.
+    """
+    return kfac_jax.Optimizer(
+        value_and_grad_func=jax.value_and_grad(loss),
+        l2_reg=0.0,
+        use_adaptive_learning_rate=True,
+        use_adaptive_momentum=True,
+        use_adaptive_damping=True,
+        initial_damping=1.0,
+        multi_device=False,
+        **options,
+    )
+
+
 def kfac_row(batch, params0, reference: float, max_steps: int, repeats: int) -> dict[str, Any]:
     """kfac-jax 0.0.8 on the logistic regression, or the reason it could not run.
 
@@ -280,16 +298,7 @@ def kfac_row(batch, params0, reference: float, max_steps: int, repeats: int) -> 
             kfac_jax.register_softmax_cross_entropy_loss(logits, y)
             return cross_entropy(logits, y) + 0.5 * LAM * jnp.sum(params["W"] ** 2)
 
-        opt = kfac_jax.Optimizer(
-            value_and_grad_func=jax.value_and_grad(loss),
-            l2_reg=0.0,
-            use_adaptive_learning_rate=True,
-            use_adaptive_momentum=True,
-            use_adaptive_damping=True,
-            initial_damping=1.0,
-            multi_device=False,
-            num_burnin_steps=0,
-        )
+        opt = kfac_jax_standard_optimizer(kfac_jax, loss, num_burnin_steps=0)
         key = jax.random.PRNGKey(0)
         loss_jit = jax.jit(logreg_loss)
 
