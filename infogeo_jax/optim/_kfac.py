@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 from .._custom_types import PyTree
-from ._apply import _is_masked, as_apply, split_trainable
+from ._apply import _is_masked, as_apply, has_masked_leaves, split_trainable
 from ._common import cast_like, require_params
 from ._kfac_blocks import (
     Plan,
@@ -474,7 +474,7 @@ def scale_by_kfac(
         return restrict_plan(plan, {i for i, x in enumerate(p_leaves) if not _is_masked(x)})
 
     def full_params_at_init(params: PyTree) -> PyTree:
-        if not any(_is_masked(x) for x in jax.tree.leaves(params, is_leaf=_is_masked)):
+        if not has_masked_leaves(params):
             return params
         if example_params is None:
             raise ValueError(
@@ -576,9 +576,9 @@ def scale_by_kfac(
         inputs = get_inputs(batch)
         need_targets = estimator == "empirical" or adaptive_damping
         targets = get_targets(batch) if need_targets else None
-        p_leaves, p_def = jax.tree.flatten(params, is_leaf=_is_masked)
+        p_def = jax.tree.structure(params, is_leaf=_is_masked)
         selected = params
-        if any(_is_masked(x) for x in p_leaves):
+        if has_masked_leaves(params):
             # The model runs on the whole parameters; only the selected leaves are updated.
             params = extra_args.get("full_params")
             split_trainable(selected, params, builder="scale_by_kfac")  # validates
