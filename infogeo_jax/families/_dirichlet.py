@@ -62,7 +62,44 @@ def _dirichlet_in_mean_domain(eta: Array) -> Array:
     return jnp.all(jnp.isfinite(eta) & (eta < 0)) & (jnp.sum(jnp.exp(eta)) < 1)
 
 
-class Dirichlet(AbstractExponentialFamily):
+class _AbstractDirichlet(AbstractExponentialFamily):
+    r"""What the Dirichlet and Beta families share: concentrations as natural parameters.
+
+    :math:`A(\alpha) = \sum_i \log\Gamma(\alpha_i) - \log\Gamma(\alpha_0)` on
+    :math:`\alpha_i > 0`, with its closed-form metric and contracted alpha-symbols; the
+    subclasses give the sample space (a simplex point or a scalar in (0, 1)).
+    """
+
+    def log_partition(self, theta: PointLike) -> Scalar:
+        return self._raw_log_partition(self.check_point(theta))
+
+    def _raw_log_partition(self, theta: Point) -> Scalar:
+        return _log_beta(theta)
+
+    def in_domain(self, theta: Point) -> Scalar:
+        return jnp.all(jnp.isfinite(theta) & (theta > 0))
+
+    def in_mean_domain(self, eta: Point) -> Scalar:
+        return _dirichlet_in_mean_domain(eta)
+
+    def mean_parameters(self, theta: PointLike) -> Point:
+        return _dirichlet_mean(self.check_point(theta))
+
+    def _fisher_information_closed_form(self, theta: Point) -> Metric:
+        r"""Closed form :math:`\psi_1(\alpha_i)\delta_{ij} - \psi_1(\alpha_0)`."""
+        return _dirichlet_fisher(theta)
+
+    def _christoffel_contract(
+        self, theta: Point, u: Tangent, w: Tangent, alpha: ScalarLike
+    ) -> Tangent:
+        """The contracted alpha-symbols from the closed-form third derivatives of A."""
+        return _dirichlet_contract(theta, u, w, jnp.asarray(alpha, theta.dtype))
+
+    def _initial_natural_parameters(self, eta: Point) -> Point:
+        return dirichlet_initial(eta)
+
+
+class Dirichlet(_AbstractDirichlet):
     r"""Dirichlet distributions on the simplex, :math:`p(x) \propto \prod_i x_i^{\alpha_i - 1}`.
 
     Natural coordinates :math:`\theta = \alpha` (the concentrations), shape ``(k,)``;
@@ -89,39 +126,11 @@ class Dirichlet(AbstractExponentialFamily):
     def dim(self) -> int:
         return self.num_categories
 
-    def log_partition(self, theta: PointLike) -> Scalar:
-        return self._raw_log_partition(self.check_point(theta))
-
-    def _raw_log_partition(self, theta: Point) -> Scalar:
-        return _log_beta(theta)
-
-    def in_domain(self, theta: Point) -> Scalar:
-        return jnp.all(jnp.isfinite(theta) & (theta > 0))
-
-    def in_mean_domain(self, eta: Point) -> Scalar:
-        return _dirichlet_in_mean_domain(eta)
-
     def sufficient_statistic(self, x: Sample) -> Point:
         return jnp.log(as_float(x))
 
     def log_base_measure(self, x: Sample) -> Scalar:
         return -jnp.sum(jnp.log(as_float(x)))
-
-    def mean_parameters(self, theta: PointLike) -> Point:
-        return _dirichlet_mean(self.check_point(theta))
-
-    def _fisher_information_closed_form(self, theta: Point) -> Metric:
-        r"""Closed form :math:`\psi_1(\alpha_i)\delta_{ij} - \psi_1(\alpha_0)`."""
-        return _dirichlet_fisher(theta)
-
-    def _christoffel_contract(
-        self, theta: Point, u: Tangent, w: Tangent, alpha: ScalarLike
-    ) -> Tangent:
-        """The contracted alpha-symbols from the closed-form third derivatives of A."""
-        return _dirichlet_contract(theta, u, w, jnp.asarray(alpha, theta.dtype))
-
-    def _initial_natural_parameters(self, eta: Point) -> Point:
-        return dirichlet_initial(eta)
 
     def sample(self, theta: PointLike, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Array:
         """Points of the simplex, shape ``shape + (k,)``."""
@@ -140,7 +149,7 @@ class Dirichlet(AbstractExponentialFamily):
         return native_distribution(library, "Dirichlet", concentration=theta)
 
 
-class Beta(AbstractExponentialFamily):
+class Beta(_AbstractDirichlet):
     r"""Beta distributions :math:`p(x) = x^{a-1}(1-x)^{b-1} / B(a, b)`, 0 < x < 1.
 
     Natural coordinates :math:`\theta = (a, b)`, shape ``(2,)``;
@@ -155,18 +164,6 @@ class Beta(AbstractExponentialFamily):
     def dim(self) -> int:
         return 2
 
-    def log_partition(self, theta: PointLike) -> Scalar:
-        return self._raw_log_partition(self.check_point(theta))
-
-    def _raw_log_partition(self, theta: Point) -> Scalar:
-        return _log_beta(theta)
-
-    def in_domain(self, theta: Point) -> Scalar:
-        return jnp.all(jnp.isfinite(theta) & (theta > 0))
-
-    def in_mean_domain(self, eta: Point) -> Scalar:
-        return _dirichlet_in_mean_domain(eta)
-
     def sufficient_statistic(self, x: Sample) -> Point:
         x = as_float(x)
         return jnp.stack([jnp.log(x), jnp.log1p(-x)])
@@ -174,22 +171,6 @@ class Beta(AbstractExponentialFamily):
     def log_base_measure(self, x: Sample) -> Scalar:
         x = as_float(x)
         return -jnp.log(x) - jnp.log1p(-x)
-
-    def mean_parameters(self, theta: PointLike) -> Point:
-        return _dirichlet_mean(self.check_point(theta))
-
-    def _fisher_information_closed_form(self, theta: Point) -> Metric:
-        r"""Closed form :math:`\psi_1(\alpha_i)\delta_{ij} - \psi_1(\alpha_0)`."""
-        return _dirichlet_fisher(theta)
-
-    def _christoffel_contract(
-        self, theta: Point, u: Tangent, w: Tangent, alpha: ScalarLike
-    ) -> Tangent:
-        """The contracted alpha-symbols from the closed-form third derivatives of A."""
-        return _dirichlet_contract(theta, u, w, jnp.asarray(alpha, theta.dtype))
-
-    def _initial_natural_parameters(self, eta: Point) -> Point:
-        return dirichlet_initial(eta)
 
     def _sectional_curvature_closed_form(self, theta: Point) -> Scalar:
         r"""Gaussian curvature of the beta family, in closed form.
