@@ -369,6 +369,62 @@ def test_dirichlet_contracted_symbols_match_autodiff(name, alpha):
     close(closed, jnp.einsum("kij,i,j->k", symbols, u, w), rtol=1e-10, atol=1e-12)
 
 
+def test_polygamma_remainders_keep_full_relative_accuracy():
+    # Reference: mpmath's polygamma (A&S Eqs. 6.4.1, 6.4.6), its precision raised with x so that
+    # psi_1(x) - 1/x and psi_2(x) + 1/x^2 do not cancel.
+    import mpmath
+
+    from infogeo_jax.families._common import polygamma_remainders
+
+    xs = np.concatenate([np.logspace(-300, 40, 69), np.linspace(0.01, 30.0, 120), [10.0]])
+    xs = np.concatenate([xs, np.nextafter(10.0, [0.0, 20.0])])
+    uh, vh = map(np.asarray, polygamma_remainders(jnp.asarray(xs)))
+    ref_u, ref_v = [], []
+    for x in xs:
+        with mpmath.workdps(int(40 + 2 * max(0.0, np.log10(x)))):
+            big = mpmath.mpf(float(x))
+            ref_u.append(float(big**2 * (mpmath.polygamma(1, big) - 1 / big)))
+            ref_v.append(float(big**3 * (mpmath.polygamma(2, big) + 1 / big**2)))
+    np.testing.assert_allclose(uh, ref_u, rtol=2e-15, atol=0)
+    np.testing.assert_allclose(vh, ref_v, rtol=2e-15, atol=0)
+    # Second route: the limits x^2 psi_1(x) -> 1 and x^3 psi_2(x) -> -2 as x -> 0, and 1/2 and
+    # -1 as x -> infinity (A&S Eqs. 6.4.10, 6.4.12), with no underflow at either end.
+    tiny, huge = polygamma_remainders(jnp.array([1e-300, 1e300]))
+    close(tiny, jnp.array([1.0, 0.5]), rtol=1e-15, atol=0)
+    close(huge, jnp.array([-2.0, -1.0]), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize(
+    "concentrations",
+    [(0.3, 2.0, 5.0), (1e6, 2e6, 3e6), (1e-3, 1e8, 2.0), (1e12, 1e12)],
+)
+def test_dirichlet_metric_solve_keeps_full_accuracy(concentrations):
+    # g = diag(psi1(alpha)) - psi1(alpha_0) 11^T (Minka 2000, Sec. 1), solved in 60-digit mpmath
+    # arithmetic. Its condition number grows like the concentrations (a Cholesky solve of the
+    # float64 matrix loses 4 digits at 1e6 and 12 at 1e12); the rank-one form must not.
+    import mpmath
+
+    from infogeo_jax.families._dirichlet import _dirichlet_polygammas, _dirichlet_solve
+
+    alpha = jnp.asarray(concentrations)
+    b = jnp.linspace(1.0, 2.0, alpha.shape[0])
+    ours = _dirichlet_solve(alpha, _dirichlet_polygammas(alpha)[0], b)
+    with mpmath.workdps(60):
+        a = [mpmath.mpf(float(x)) for x in concentrations]
+        q = mpmath.polygamma(1, sum(a))
+        g = mpmath.matrix(len(a), len(a))
+        for i in range(len(a)):
+            for j in range(len(a)):
+                g[i, j] = (mpmath.polygamma(1, a[i]) if i == j else 0) - q
+        ref = mpmath.lu_solve(g, mpmath.matrix([float(v) for v in b]))
+        ref = np.array([float(v) for v in ref])
+    np.testing.assert_allclose(np.asarray(ours), ref, rtol=2e-15, atol=0)
+    if max(concentrations) < 10:
+        # Second route, where the metric is well conditioned: a Cholesky solve of the matrix.
+        g64 = Dirichlet(alpha.shape[0]).fisher_information(alpha, method="closed_form")
+        close(ours, jnp.linalg.solve(g64, b), rtol=1e-13, atol=0)
+
+
 @pytest.mark.parametrize(
     "fam,theta",
     [

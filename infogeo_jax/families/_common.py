@@ -95,31 +95,39 @@ def polygamma_remainders(x: Array) -> tuple[Array, Array]:
     below 1e-17 relative); below, the recurrences
     :math:`u(x) = u(x+1) + \frac{1}{x^2(x+1)}` and
     :math:`v(x) = v(x+1) - \frac{3x+2}{x^3(x+1)^2}` (terms of one sign: no cancellation)
-    carry x up by 10 first. Abramowitz & Stegun (1964), Eqs. 6.4.6, 6.4.11-6.4.13.
+    carry x up by 10 first, the last of them scaled in closed form. Abramowitz & Stegun (1964),
+    Eqs. 6.4.6, 6.4.11-6.4.13.
     """
     x = as_float(x)
     small = x < 10.0
     shift = 10
     y = jnp.where(small, x + shift, x)
     inv = 1.0 / y
+    inv2 = inv * inv
+    # Horner in 1/y^2, smallest terms first.
     uh = jnp.zeros_like(y)
     vh = jnp.zeros_like(y)
-    for j, b in reversed(list(enumerate(_BERNOULLI, start=1))):  # smallest terms first
-        term = b * inv ** (2 * j - 1)
-        uh = uh + term
-        vh = vh - (2 * j + 1) * term
-    uh = uh + 0.5
-    vh = vh - 1.0
-    # Unscaled remainders at y, carried down to x by the recurrences where x < 10.
-    u = uh * inv * inv
-    v = vh * inv * inv * inv
+    for j, b in reversed(list(enumerate(_BERNOULLI, start=1))):
+        uh = uh * inv2 + b
+        vh = vh * inv2 - (2 * j + 1) * b
+    uh = 0.5 + uh * inv
+    vh = -1.0 + vh * inv
+    # Unscaled remainders at y, carried down to x by the recurrences where x < 10; with
+    # r = 1/(z(z+1)) (one division per step): 1/(z^2(z+1)) = r^2(z+1) and
+    # (3z+2)/(z^3(z+1)^2) = (3z+2) r^3 (z+1).
+    u = uh * inv2
+    v = vh * inv2 * inv
     safe_x = jnp.where(small, x, 1.0)
-    for j in range(shift - 1, -1, -1):
+    for j in range(shift - 1, 0, -1):
         z = safe_x + j
-        u = u + 1.0 / (z * z * (z + 1.0))
-        v = v - (3.0 * z + 2.0) / (z**3 * (z + 1.0) ** 2)
-    uh = jnp.where(small, safe_x**2 * u, uh)
-    vh = jnp.where(small, safe_x**3 * v, vh)
+        r = 1.0 / (z * (z + 1.0))
+        u_term = r * r * (z + 1.0)
+        u = u + u_term
+        v = v - (3.0 * z + 2.0) * u_term * r
+    # The last step scaled by x^2 and x^3 in closed form (no overflow for tiny x).
+    x1 = safe_x + 1.0
+    uh = jnp.where(small, safe_x**2 * u + 1.0 / x1, uh)
+    vh = jnp.where(small, safe_x**3 * v - (3.0 * safe_x + 2.0) / (x1 * x1), vh)
     return uh, vh
 
 

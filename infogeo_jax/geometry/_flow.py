@@ -81,6 +81,12 @@ def _odesolve(
         dtmin=cfg.min_step * t1,
         force_dtmin=False,
     )
+    if ts is not None:
+        # Land on the save times rather than interpolate there: the dense output between the
+        # steps is less accurate than the steps (about 1e-9 against 1e-12 for Dopri8 at
+        # rtol 1e-12 on Beta geodesics), and batched calls interpolated up to 1e-9 away from
+        # single calls.
+        controller = diffrax.ClipStepSizeController(controller, step_ts=ts)
     saveat = diffrax.SaveAt(t1=True) if ts is None else diffrax.SaveAt(ts=ts)
     kwargs: dict[str, Any] = {} if adjoint is None else {"adjoint": adjoint}
     sol = diffrax.diffeqsolve(

@@ -14,6 +14,8 @@ from ._shooting import (
     _shooting_single,
     _shooting_start,
     _shooting_step,
+    _shooting_steps,
+    _shot_field,
     _tableau,
 )
 
@@ -103,12 +105,12 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
             space, alpha, cfg = eqx.combine(dynamic, static)
             return _shooting_start(space, alpha, theta_0, theta_1, cfg)
 
-        def step(dynamic, problem, state):
-            space, alpha, cfg = eqx.combine(dynamic, static)
-            tab = _tableau(cfg, problem.unit.dtype)
-            return _shooting_step(space, alpha, cfg, problem, tab, state)
+        def lane_field(dynamic, problem, bundle):
+            space, alpha, _ = eqx.combine(dynamic, static)
+            return _shot_field(space, alpha, problem)(bundle)
 
         problem, states = jax.vmap(start, in_axes=axes)(*args)
+        tab = _tableau(cfg_any, problem.unit.dtype)
         running = jax.vmap(lambda c: _shooting_running(cfg_any, c))
         # Longest first, so that the slow pairs do not start last.
         first = jnp.argsort(-problem.length)
@@ -126,7 +128,11 @@ def newton_shooting(space, alpha, theta_0, theta_1, cfg: _Settings):
             filled = slots < size
             lanes = jnp.minimum(slots, size - 1)
             dyn = _take_lanes(dynamic, lanes, axes[0])
-            stepped = jax.vmap(step, in_axes=(axes[0], 0, 0))(dyn, window_problem, window_state)
+
+            def field(bundles):
+                return jax.vmap(lane_field, in_axes=(axes[0], 0, 0))(dyn, window_problem, bundles)
+
+            stepped = _shooting_steps(field, cfg_any, tab, window_problem, window_state)
             done = filled & ~running(stepped)
             states = _put_lanes(states, jnp.where(done, slots, size), stepped)
             position = queued + jnp.cumsum(done) - 1

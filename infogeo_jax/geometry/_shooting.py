@@ -66,21 +66,18 @@ def _shooting_jacobian(jac, n: int, d: int, dtype):
     """Dense Jacobian of the multiple-shooting residual in the stacked nodes ``(x_i, u_i)``.
 
     Rows: ``x_0 - theta_0`` (d), the junctions ``phi(x_i, u_i) - (x_{i+1}, u_{i+1})``
-    (2d each), ``position(phi(x_{n-1}, u_{n-1})) - target`` (d).
+    (2d each), ``position(phi(x_{n-1}, u_{n-1})) - target`` (d). ``jac`` holds the segments'
+    Jacobians ``[segment, output, input]``, shape ``(n, 2d, 2d)``.
     """
-    eye_d = jnp.eye(d, dtype=dtype)
-    minus_eye = -jnp.eye(2 * d, dtype=dtype)
-
-    def zeros(rows, cols):
-        return jnp.zeros((rows, cols), dtype)
-
-    blocks = [[jnp.concatenate([eye_d, zeros(d, d)], 1)] + [zeros(d, 2 * d)] * (n - 1)]
-    for i in range(n - 1):
-        row = [zeros(2 * d, 2 * d)] * n
-        row[i], row[i + 1] = jac[i], minus_eye
-        blocks.append(row)
-    blocks.append([zeros(d, 2 * d)] * (n - 1) + [jac[n - 1][:d]])
-    return jnp.block(blocks)
+    m = 2 * d
+    size = m * n
+    # The junction rows: the segment Jacobians on the block diagonal, -I one block to the right.
+    diagonal = jnp.eye(n - 1, dtype=dtype)[:, None, :, None] * jac[:-1, :, None, :]
+    junctions = jnp.pad(diagonal.reshape(m * (n - 1), m * (n - 1)), ((0, 0), (0, m)))
+    junctions = junctions - jnp.eye(m * (n - 1), size, m, dtype=dtype)
+    first = jnp.eye(d, size, dtype=dtype)
+    last = jnp.pad(jac[-1, :d], ((0, 0), (size - m, 0)))
+    return jnp.concatenate([first, junctions, last])
 
 
 class _Shooting(eqx.Module):
@@ -329,20 +326,13 @@ def _newton_update(cfg: _Settings, problem: _Shooting, state, bundle, ok):
     )
 
 
-def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Tableau, state):
-    r"""One Runge-Kutta step of the current shot, then the Newton update if the shot ended.
+def _shot_field(space, alpha, problem: _Shooting):
+    """The vector field of a shot's bundle ``(positions, velocities)``, shape ``(2, n, 2d+1, d)``.
 
-    All segments and their perturbed copies form one bundle integrated on one step sequence
-    (error control on the unperturbed trajectories only: internal numerical differentiation,
-    Bock), so that the difference quotients differentiate one smooth discrete map. A step
-    with a non-finite result (the trajectory left the domain or the box
-    ``|y - center| <= radius``) is rejected like an inaccurate one; a shot fails when its
-    step falls below ``min_step`` or it takes more than ``max_shooting_steps`` steps.
+    A point outside the domain or the box ``|y - center| <= radius`` gets a NaN acceleration, so
+    that the step is rejected.
     """
     unit = problem.unit
-    n = cfg.num_segments
-    d = unit.shape[0]
-    duration = jnp.asarray(1.0 / n, unit.dtype)
     contract = _contract(space, alpha, problem.theta_0 * unit)
 
     def acceleration(y, w):
@@ -352,9 +342,23 @@ def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Table
     def field(bundle):
         return jnp.stack([bundle[1], jax.vmap(jax.vmap(acceleration))(bundle[0], bundle[1])])
 
-    t, dt, dt_first, bundle, ode_steps, total = state[16:22]
-    h = jnp.minimum(dt, duration - t)
-    new, error = _rk_step(field, tab, bundle, h)
+    return field
+
+
+def _step_size(cfg: _Settings, state):
+    """The next Runge-Kutta step of the current shot (clipped to the segment's end)."""
+    duration = 1.0 / cfg.num_segments
+    return jnp.minimum(state[_DT], duration - state[_T])
+
+
+def _after_rk(cfg: _Settings, tab: _Tableau, state, new, error, h):
+    """Accept or reject the step from ``state`` to ``new``: the ODE part of the next state.
+
+    Returns ``(moved, ended, reached)``: the entries ``16:22`` of the state after the step,
+    whether the shot ended (reached its end, or failed), and whether it reached its end.
+    """
+    t, _, dt_first, bundle, ode_steps, total = state[16:22]
+    duration = jnp.asarray(1.0 / cfg.num_segments, t.dtype)
     base_0, base_1, base_e = bundle[:, :, 0], new[:, :, 0], error[:, :, 0]
     finite = jnp.all(jnp.isfinite(new))
     weight = cfg.atol + cfg.rtol * jnp.maximum(jnp.abs(base_0), jnp.abs(base_1))
@@ -372,28 +376,70 @@ def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Table
     ode_steps = ode_steps + 1
     too_small = ~accept & (next_dt < cfg.min_step * duration)
     too_many = ~reached & (ode_steps >= min(cfg.max_shooting_steps, cfg.max_steps))
-    ended = reached | too_small | too_many
-    bundle = jnp.where(accept, new, bundle)
-    dt_first = jnp.where(accept & (ode_steps == 1), h, dt_first)
     moved = (
         jnp.where(accept, t + h, t),
         next_dt,
-        dt_first,
-        bundle,
+        jnp.where(accept & (ode_steps == 1), h, dt_first),
+        jnp.where(accept, new, bundle),
         ode_steps,
         total + 1,
     )
+    return moved, reached | too_small | too_many, reached
 
-    def end_shot(_):
-        newton = _newton_update(cfg, problem, state, bundle, reached)
-        start = _bundle(newton[0], n, d)[0]
-        zero_t = jnp.zeros_like(t)
-        return newton + (zero_t, dt_first, dt_first, start, jnp.zeros_like(ode_steps), total + 1)
 
-    def keep(_):
-        return state[:16] + moved
+def _end_shot(cfg: _Settings, problem: _Shooting, state, moved, reached):
+    """The state after a shot ended: the Newton update, and the next shot's first step."""
+    t, _, dt_first, bundle, ode_steps, total = moved
+    newton = _newton_update(cfg, problem, state, bundle, reached)
+    start = _bundle(newton[0], cfg.num_segments, problem.unit.shape[0])[0]
+    return newton + (jnp.zeros_like(t), dt_first, dt_first, start, jnp.zeros_like(ode_steps), total)
 
-    return jax.lax.cond(ended, end_shot, keep, None)
+
+def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Tableau, state):
+    r"""One Runge-Kutta step of the current shot, then the Newton update if the shot ended.
+
+    All segments and their perturbed copies form one bundle integrated on one step sequence
+    (error control on the unperturbed trajectories only: internal numerical differentiation,
+    Bock), so that the difference quotients differentiate one smooth discrete map. A step
+    with a non-finite result (the trajectory left the domain or the box
+    ``|y - center| <= radius``) is rejected like an inaccurate one; a shot fails when its
+    step falls below ``min_step`` or it takes more than ``max_shooting_steps`` steps.
+    """
+    h = _step_size(cfg, state)
+    new, error = _rk_step(_shot_field(space, alpha, problem), tab, state[_BUNDLE], h)
+    moved, ended, reached = _after_rk(cfg, tab, state, new, error, h)
+    return jax.lax.cond(
+        ended,
+        lambda _: _end_shot(cfg, problem, state, moved, reached),
+        lambda _: state[:16] + moved,
+        None,
+    )
+
+
+def _shooting_steps(field, cfg: _Settings, tab: _Tableau, problems: _Shooting, states):
+    """:func:`_shooting_step` for a window of lanes (leading axis), one vectorized RK step.
+
+    ``field`` maps the lanes' bundles ``(lanes, 2, n, 2d+1, d)`` to their derivatives. The
+    Runge-Kutta stages run on the stacked bundles, so that the stage buffer is laid out
+    stage-major (a per-lane ``vmap`` of the stage loop would copy the whole buffer at every
+    stage); the Newton update runs for every lane on the iterations where some lane's shot
+    ended.
+    """
+    h = jax.vmap(lambda c: _step_size(cfg, c))(states)
+    bundles = states[_BUNDLE]
+    new, error = _rk_step(field, tab, bundles, h.reshape((-1,) + (1,) * (bundles.ndim - 1)))
+    moved, ended, reached = jax.vmap(lambda *a: _after_rk(cfg, tab, *a))(states, new, error, h)
+    kept = states[:16] + moved
+
+    def newton(_):
+        updated = jax.vmap(lambda *a: _end_shot(cfg, *a))(problems, states, moved, reached)
+        return jax.tree_util.tree_map(
+            lambda a, b: jnp.where(ended.reshape(ended.shape + (1,) * (a.ndim - 1)), a, b),
+            updated,
+            kept,
+        )
+
+    return jax.lax.cond(jnp.any(ended), newton, lambda _: kept, None)
 
 
 def _shooting_output(cfg: _Settings, problem: _Shooting, state):
