@@ -29,7 +29,9 @@ class GeodesicSolver(eqx.Module):
             or blows up) and is rejected like a shot that leaves the domain, so that it costs
             little; a converged geodesic of a hard pair takes well under a hundred steps.
         min_step: smallest ODE step, as a fraction of the integration interval; below it the
-            solve fails rather than creep along a boundary.
+            solve fails rather than creep along a boundary. Not applied by ``geodesic`` at
+            several times, whose steps land on those times (a step clipped there can be tiny);
+            there such a solve fails at ``max_steps``.
         newton_rtol: relative tolerance of the shooting: it stops when every mismatch (at the
             junctions of the segments and at the end point) is at most
             :math:`\mathrm{atol} + \mathrm{rtol}|x|` elementwise, x the matched quantity.
