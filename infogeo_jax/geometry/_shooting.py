@@ -97,20 +97,24 @@ class _Shooting(eqx.Module):
     center: Point
     radius: Scalar
     metric_0: Array
-    conditioning: Scalar  # largest condition number of the equilibrated end-point metrics
+    metric_1: Array
     length: Scalar  # metric length of the coordinate segment (the guess's speed)
 
 
 def _conditioning(metric_0, metric_1):
-    """The larger condition number of the two metrics after diagonal equilibration."""
+    """The larger condition number of the two metrics after diagonal equilibration.
 
-    def condition(g):
-        diag = jnp.sqrt(jnp.abs(jnp.diagonal(g)))
-        diag = jnp.where(diag > 0, diag, 1.0)
-        eig = jnp.linalg.eigvalsh(g / jnp.outer(diag, diag))
-        return jnp.where(eig[0] > 0, eig[-1] / jnp.where(eig[0] > 0, eig[0], 1.0), jnp.inf)
-
-    return jnp.maximum(condition(metric_0), condition(metric_1))
+    One eigenvalue call for both matrices: under ``vmap`` two independent batched LAPACK calls
+    may run at once on XLA's CPU thread pool, and jaxlib's batched kernels, which wait for
+    their share of that same pool, were seen to deadlock there on 2 cores.
+    """
+    g = jnp.stack([metric_0, metric_1])
+    diag = jnp.sqrt(jnp.abs(jnp.diagonal(g, axis1=-2, axis2=-1)))
+    diag = jnp.where(diag > 0, diag, 1.0)
+    eig = jnp.linalg.eigvalsh(g / (diag[:, :, None] * diag[:, None, :]))
+    low, high = eig[:, 0], eig[:, -1]
+    condition = jnp.where(low > 0, high / jnp.where(low > 0, low, 1.0), jnp.inf)
+    return jnp.max(condition)
 
 
 def _coordinate_units(theta_0, theta_1, metric_0, metric_1):
@@ -175,9 +179,7 @@ def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
     center = 0.5 * (y_0 + y_1)
     radius = 100.0 * (jnp.max(jnp.abs(delta)) + jnp.max(jnp.abs(center))) + 1.0
     speed = jnp.sqrt(jnp.maximum(guess[0] @ metric_0 @ guess[0], 0.0))
-    problem = _Shooting(
-        y_0, y_1, delta, unit, center, radius, metric_0, _conditioning(metric_0, metric_1), speed
-    )
+    problem = _Shooting(y_0, y_1, delta, unit, center, radius, metric_0, metric_1, speed)
     z_init = jnp.stack([y_0 + times[:, None] * delta, guess / unit], axis=1).reshape(size)
     first_dt = jnp.asarray(1.0 / (16 * n), dtype)
     state = (
@@ -449,7 +451,9 @@ def _shooting_output(cfg: _Settings, problem: _Shooting, state):
     speed = jnp.sqrt(jnp.maximum(v @ problem.metric_0 @ v, 0.0))
     # A failure where the chart cannot resolve the tolerance is blamed on the chart.
     eps = jnp.finfo(v.dtype).eps
-    ill = problem.conditioning * eps > cfg.newton_rtol
+    # Computed after the loop, where no other LAPACK call can run beside it (see
+    # `_conditioning`).
+    ill = _conditioning(problem.metric_0, problem.metric_1) * eps > cfg.newton_rtol
     status = state[_STATUS]
     status = jnp.where((status != _SUCCESS) & ill, _ILL_CONDITIONED, status)
     return v, state[_END], status, state[_ERR], state[_NUM_SHOTS], speed
