@@ -163,6 +163,13 @@ class AbstractExponentialFamily(AbstractDuallyFlatManifold):
         """Closed-form Fisher information at a checked theta, or ``NotImplemented`` (default)."""
         return NotImplemented
 
+    def _unchecked_metric(self, theta: Point) -> Metric:
+        """The Fisher information at a theta known to be in the domain (no domain check)."""
+        closed = self._fisher_information_closed_form(theta)
+        if closed is not NotImplemented:
+            return closed
+        return jax.hessian(self._raw_log_partition)(theta)
+
     def metric(self, theta: PointLike) -> Metric:
         """The Fisher metric; same as :meth:`fisher_information`."""
         return self.fisher_information(theta)

@@ -92,7 +92,11 @@ def solve_log_map(space, alpha, theta_0, theta_1, cfg) -> LogMapSolution:
     return _geodesic.solution_from_status(*raw[:5])
 
 
-@eqx.filter_jit
+# The convergence checks of `log_map` and `distance` stay outside the jitted solves: called
+# eagerly, the compiled solve then holds no host callback (`equinox.error_if` is one), so that
+# JAX's persistent compilation cache can keep it (it does not store programs with host
+# callbacks), and the check runs on the concrete result. Under an outer `jit` the check is
+# traced into the caller's program as before.
 def log_map(space, alpha, theta_0, theta_1, cfg, throw):
     sol = solve_log_map(space, alpha, theta_0, theta_1, cfg)
     if throw:
@@ -101,11 +105,15 @@ def log_map(space, alpha, theta_0, theta_1, cfg, throw):
 
 
 @eqx.filter_jit
-def distance(space, theta_0, theta_1, cfg, throw):
+def _distance_and_result(space, theta_0, theta_1, cfg):
     dist, raw = _geodesic.distance_core(space, theta_0, theta_1, cfg)
+    return dist, _geodesic.solution_from_status(*raw[:5]).result
+
+
+def distance(space, theta_0, theta_1, cfg, throw):
+    dist, result = _distance_and_result(space, theta_0, theta_1, cfg)
     if throw:
-        sol = _geodesic.solution_from_status(*raw[:5])
-        dist = sol.result.error_if(dist, sol.result != RESULTS.successful)
+        dist = result.error_if(dist, result != RESULTS.successful)
     return dist
 
 

@@ -112,6 +112,15 @@ class AbstractStatisticalManifold(eqx.Module):
     def metric(self, theta: PointLike) -> Metric:
         r"""The metric :math:`g_{ij}(\theta)`, shape ``(dim, dim)``, index order ``[i, j]``."""
 
+    def _unchecked_metric(self, theta: Point) -> Metric:
+        """The metric at a point the caller keeps in the domain (the solvers' starting guesses).
+
+        Subclasses whose :meth:`metric` checks only its input override this to skip that
+        check, which under ``jit`` is a host callback in the compiled solver. Default:
+        :meth:`metric`, with all its checks.
+        """
+        return self.metric(theta)
+
     def skewness_tensor(self, theta: PointLike) -> Tensor3:
         r"""The skewness (Amari-Chentsov) tensor :math:`T_{ijk}(\theta)`, ``[i, j, k]``.
 
@@ -292,7 +301,7 @@ class AbstractStatisticalManifold(eqx.Module):
         points = theta_0 + s[:, None] * delta
         inside = jax.vmap(self.in_domain)(points)
         safe = jnp.where(inside[:, None], points, theta_0)
-        metrics = jax.vmap(self.metric)(safe)  # one batched metric evaluation
+        metrics = jax.vmap(self._unchecked_metric)(safe)  # one batched evaluation
         speeds = jnp.sqrt(jnp.maximum(jnp.einsum("i,nij,j->n", delta, metrics, delta), 0.0))
         length = jnp.asarray(0.5 * weights, theta_0.dtype) @ speeds[:8]
         tiny = jnp.finfo(theta_0.dtype).tiny

@@ -48,7 +48,7 @@ def _pair_distances(manifold, theta_0, theta_1, cfg, closed: bool):
         return dist, jax.vmap(code)(dist)
 
     def one(a, b):
-        a, b = manifold._check_pair(a, b)
+        # The points were checked by `pairwise_distances`, before the jitted solve.
         dist, raw = _geodesic.distance_core(manifold, a, b, cfg)
         return dist, _geodesic.solution_from_status(*raw[:5]).result
 
@@ -162,6 +162,12 @@ def pairwise_distances(
     if b is not None and b.dtype != a.dtype:
         dtype = jnp.result_type(a.dtype, b.dtype)
         a, b = a.astype(dtype), b.astype(dtype)
+    # Domain checks of the points here, not pair by pair inside the jitted solve: called
+    # eagerly, the compiled solve then holds no host callback, so that JAX's persistent
+    # compilation cache can keep it.
+    a = jax.vmap(manifold.check_point)(a) if a.shape[0] else a
+    if b is not None and b.shape[0]:
+        b = jax.vmap(manifold.check_point)(b)
     cfg = _settings(solver, a[0] if a.shape[0] else jnp.zeros((dim,), a.dtype))
     matrix, results = _pairwise_impl(
         manifold, a, b, cfg, _has_closed_form(manifold), points_b is None

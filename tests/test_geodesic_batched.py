@@ -315,6 +315,45 @@ def test_pairwise_sharded_over_two_devices():
     assert out.stdout.strip().endswith("ok")
 
 
+_CACHED = """
+import os, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+import jax.numpy as jnp
+import infogeo_jax as ig
+from infogeo_jax.families import Beta, Dirichlet
+a, b = jnp.array([0.2, 0.3]), jnp.array([20.0, 10.0])
+print(float(Beta().geodesic_distance(a, b)), float(Beta().log_map(a, b)[0]))
+points = jnp.array([[0.5, 1.0, 4.0], [6.0, 0.7, 2.0]])
+print(float(ig.pairwise_distances(Dirichlet(3), points)[0, 1]))
+print(" ".join(sorted(name.split("-")[0] for name in os.listdir(sys.argv[1]))))
+"""
+
+
+def test_eager_solves_are_kept_by_the_persistent_compilation_cache(tmp_path):
+    # JAX's persistent cache does not store programs with host callbacks, so the eager calls
+    # check convergence and the points' domain outside their jitted solves. A second process
+    # then loads the solves instead of compiling them, with the same results.
+    def run():
+        out = subprocess.run(
+            [sys.executable, "-c", _CACHED, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split("\n")
+
+    first = run()
+    for name in ("jit__distance_and_result", "jit_solve_log_map", "jit__pairwise_impl"):
+        assert name in first[2].split(), first[2]
+    second = run()
+    assert second[:2] == first[:2]
+    np.testing.assert_allclose(float(first[0].split()[0]), 3.4481561380570587, rtol=1e-10)
+
+
 # ------------------------------------------------------------------------- scale robustness
 normal_solve = jax.jit(lambda a, b: NORMAL.solve_log_map(a, b))
 
