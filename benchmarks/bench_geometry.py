@@ -18,6 +18,9 @@
    seconds of this process, which a shared machine inflates less than wall time); and a
    100 x 100 Dirichlet(3) distance matrix by ``infogeo_jax.pairwise_distances`` (30 x 30 with
    ``--quick``).
+5. First calls in a new process (a Beta distance, a 12 x 12 Dirichlet(3) matrix), twice over one
+   temporary folder of JAX's persistent compilation cache: empty, then filled by the first run
+   (the same numbers are checked to come back).
 
 Correctness is checked before anything is timed: our curvature against geomstats' values, our
 distances against the reference (1e-8) and exp(log) against the target (1e-8).
@@ -28,6 +31,10 @@ Run alone with ``python -m benchmarks.bench_geometry [--quick]``.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -289,11 +296,61 @@ def _batched_rows(quick: bool) -> list[dict]:
     return rows
 
 
+_FIRST_CALLS = """
+import json, sys, time
+import jax
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+import jax.numpy as jnp
+import infogeo_jax as ig
+from infogeo_jax.families import Beta, Dirichlet
+a, b = jnp.array([0.2, 0.3]), jnp.array([20.0, 10.0])
+(a + b).block_until_ready()
+out = {}
+start = time.perf_counter()
+out["distance"] = float(Beta().geodesic_distance(a, b))
+out["beta distance, first call (s)"] = time.perf_counter() - start
+points = jnp.exp(jax.random.normal(jax.random.key(0), (12, 3)))
+start = time.perf_counter()
+out["matrix"] = float(ig.pairwise_distances(Dirichlet(3), points).block_until_ready()[0, 1])
+out["12 x 12 Dirichlet(3) pairwise_distances, first call (s)"] = time.perf_counter() - start
+print(json.dumps(out))
+"""
+
+
+def _cache_rows() -> list[dict]:
+    """First calls in a fresh process, without and then with JAX's persistent cache filled."""
+    with tempfile.TemporaryDirectory() as cache:
+        runs = []
+        for _ in range(2):
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_CALLS, cache],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    # Correctness first: the cached solve returns the same numbers.
+    assert cold["distance"] == warm["distance"] and cold["matrix"] == warm["matrix"]
+    return [
+        {
+            "table": "first call in a new process, JAX's persistent compilation cache (s)",
+            "function": key,
+            "empty_cache": cold[key],
+            "filled_cache": warm[key],
+        }
+        for key in cold
+        if key.endswith("(s)")
+    ]
+
+
 def run(quick: bool = False) -> list[dict]:
     """Run the geometry benchmarks; returns table rows (dicts with a ``table`` key)."""
     distance = _distance_rows(quick)
     curvature = _curvature_rows(quick)
-    batched = _batched_rows(quick)
+    batched = _batched_rows(quick) + _cache_rows()
     compile_rows = [r for r in curvature + distance if r["table"].startswith("compile")]
     others = [r for r in curvature + distance if not r["table"].startswith("compile")]
     return others + batched + compile_rows
@@ -306,7 +363,8 @@ def main() -> None:
         "--batched", action="store_true", help="only the batched distances and the matrix"
     )
     args = parser.parse_args()
-    print_tables(_batched_rows(args.quick) if args.batched else run(quick=args.quick))
+    rows = _batched_rows(args.quick) + _cache_rows() if args.batched else run(quick=args.quick)
+    print_tables(rows)
 
 
 if __name__ == "__main__":
