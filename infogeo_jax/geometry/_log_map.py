@@ -17,20 +17,12 @@ from ._shooting import (
     _shooting_steps,
     _shot_field,
     _tableau,
+    _where_lanes,
 )
 
 # Width of the window of pairs that advance together under ``jax.vmap`` (one vectorized
 # Runge-Kutta step for all of them); a batch of at most this many pairs runs in one window.
 _WINDOW = 32
-
-
-def _where_lanes(mask, new, old):
-    """Per-lane select over pytrees whose leaves all have the lane axis first."""
-
-    def pick(a, b):
-        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree_util.tree_map(pick, new, old)
 
 
 def _take_lanes(tree, index, axes=None):

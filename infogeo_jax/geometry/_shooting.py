@@ -160,16 +160,28 @@ def _bundle(z, n: int, d: int):
     return jnp.stack([x0, u0]), h_x, h_u
 
 
+def _constants(d: int, n: int, dtype):
+    """The constants of a shooting solve with ``n`` segments in dimension ``d``.
+
+    ``(size, zero, one, inf, times)``: the unknowns' count ``2 d n``, a zero vector of that
+    size, 1 and inf as scalars, and the segments' start times ``i / n``.
+    """
+    size = 2 * d * n
+    return (
+        size,
+        jnp.zeros((size,), dtype),
+        jnp.ones((), dtype),
+        jnp.asarray(jnp.inf, dtype),
+        jnp.arange(n, dtype=dtype) / n,
+    )
+
+
 def _shooting_start(space, alpha, theta_0, theta_1, cfg: _Settings):
     """The constants and the initial state of :func:`newton_shooting`."""
     dtype = theta_0.dtype
     d = theta_0.shape[0]
     n = cfg.num_segments
-    size = 2 * d * n
-    zero = jnp.zeros((size,), dtype)
-    one = jnp.ones((), dtype)
-    inf = jnp.asarray(jnp.inf, dtype)
-    times = jnp.arange(n, dtype=dtype) / n
+    size, zero, one, inf, times = _constants(d, n, dtype)
     ends = jnp.concatenate([times, jnp.ones((1,), dtype)])
     guess, metrics = space._initial_velocities(theta_0, theta_1, alpha, ends)
     guess, metric_0, metric_1 = guess[:n], metrics[0], metrics[-1]
@@ -219,11 +231,7 @@ def _newton_update(cfg: _Settings, problem: _Shooting, state, bundle, ok):
     dtype = theta_0.dtype
     d = theta_0.shape[0]
     n = cfg.num_segments
-    size = 2 * d * n
-    zero = jnp.zeros((size,), dtype)
-    one = jnp.ones((), dtype)
-    inf = jnp.asarray(jnp.inf, dtype)
-    times = jnp.arange(n, dtype=dtype) / n
+    size, zero, one, inf, times = _constants(d, n, dtype)
     (z, z_base, step, err_base, s, ds, s_conv, z_conv, s_prev, z_prev, n_back, num_shots) = state[
         :12
     ]
@@ -418,6 +426,15 @@ def _shooting_step(space, alpha, cfg: _Settings, problem: _Shooting, tab: _Table
     )
 
 
+def _where_lanes(mask, new, old):
+    """Per-lane select over pytrees whose leaves all have the lane axis first."""
+
+    def pick(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree_util.tree_map(pick, new, old)
+
+
 def _shooting_steps(field, cfg: _Settings, tab: _Tableau, problems: _Shooting, states):
     """:func:`_shooting_step` for a window of lanes (leading axis), one vectorized RK step.
 
@@ -435,11 +452,7 @@ def _shooting_steps(field, cfg: _Settings, tab: _Tableau, problems: _Shooting, s
 
     def newton(_):
         updated = jax.vmap(lambda *a: _end_shot(cfg, *a))(problems, states, moved, reached)
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(ended.reshape(ended.shape + (1,) * (a.ndim - 1)), a, b),
-            updated,
-            kept,
-        )
+        return _where_lanes(ended, updated, kept)
 
     return jax.lax.cond(jnp.any(ended), newton, lambda _: kept, None)
 
